@@ -1,0 +1,637 @@
+//! The audio-thread side: analysis, mask application, synthesis, dry delay and mixing.
+//!
+//! [`Engine`] is a plain struct with no plugin-framework types, shared by the CLI, the plugin
+//! and the tests. Everything is allocated in [`Engine::new`]; [`Engine::process`] never
+//! allocates, locks or makes a syscall, and in realtime mode never waits.
+//!
+//! Timeline (frame `f` covers input samples `[(f+1)H - N, (f+1)H)`, `N = 2H`):
+//! - at input sample `(f+1)H - 1` frame `f` is analysed and its newest hop is sent to the worker;
+//! - the worker can produce the mask of frame `f` once it has frame `f + lookahead`;
+//! - at input sample `(f+1+lookahead)H - 1 + margin` frame `f` is masked and overlap-added;
+//! - output sample `t` is the overlap-add result for input sample `t - latency`, where
+//!   `latency = (2 + lookahead) H - 1 + margin`, and the dry path is delayed by the same amount.
+
+pub mod delay;
+pub mod mask;
+pub mod smooth;
+pub mod stft;
+
+use crate::ring::{FrameConsumer, FrameProducer};
+use crate::status::{Shared, WorkerState};
+use delay::DelayLine;
+use num_complex::Complex32;
+use smooth::Smoother;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+pub use stft::Grid;
+use stft::Stft;
+
+/// Whether `process` may wait for masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Never wait: a late mask is replaced by the last good one and counted.
+    Realtime,
+    /// Wait for every mask: output is deterministic and independent of block sizes.
+    Offline,
+}
+
+/// How masks relate to channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelMode {
+    /// One mask from the channel mean, applied to every channel (keeps the stereo image).
+    #[default]
+    Linked,
+    /// One mask per channel.
+    Independent,
+}
+
+/// A fixed configuration: latency and buffers depend on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineConfig {
+    /// Host sample rate in Hz.
+    pub sample_rate: u32,
+    /// Largest block `process` will be given.
+    pub max_block: usize,
+    /// Number of audio channels.
+    pub channels: usize,
+    /// Linked or independent masks.
+    pub channel_mode: ChannelMode,
+    /// Realtime or offline.
+    pub run_mode: RunMode,
+    /// Time the worker is given per hand-off beyond one host block, in ms.
+    pub handoff_ms: f32,
+}
+
+impl EngineConfig {
+    /// A configuration with the defaults: linked channels, 2.5 ms hand-off budget.
+    pub fn new(sample_rate: u32, max_block: usize, channels: usize, run_mode: RunMode) -> Self {
+        Self {
+            sample_rate,
+            max_block,
+            channels,
+            channel_mode: ChannelMode::Linked,
+            run_mode,
+            handoff_ms: 2.5,
+        }
+    }
+
+    /// Number of mask (and model) streams: 1 when linked, one per channel otherwise.
+    pub fn mask_streams(&self) -> usize {
+        match self.channel_mode {
+            ChannelMode::Linked => 1,
+            ChannelMode::Independent => self.channels,
+        }
+    }
+}
+
+/// User settings, applied smoothly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineParams {
+    /// Wet/dry mix, 0..=1.
+    pub wet: f32,
+    /// Mask sharpness on the power ratio; 1 leaves the model's mask as it is.
+    pub beta: f32,
+    /// Attenuation floor in dB (`None` = off).
+    pub floor_db: Option<f32>,
+    /// Output gain in dB.
+    pub output_gain_db: f32,
+    /// Bypass: output the delayed dry signal (click-free, latency kept).
+    pub bypass: bool,
+}
+
+impl Default for EngineParams {
+    fn default() -> Self {
+        Self {
+            wet: 1.0,
+            beta: 1.5,
+            floor_db: None,
+            output_gain_db: 0.0,
+            bypass: false,
+        }
+    }
+}
+
+/// How the reported latency is made up, in host samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    /// STFT: `2H - 1` (a hop to fill, plus the overlap).
+    pub stft: usize,
+    /// The model's lookahead, `lookahead * H`.
+    pub lookahead: usize,
+    /// Time given to the worker: one host block or the hand-off budget, whichever is larger.
+    pub handoff: usize,
+    /// Extra input the worker's resampler needs before a model frame is complete.
+    pub resampler: usize,
+}
+
+impl Latency {
+    /// Total latency in samples, as reported to the host.
+    pub fn total(&self) -> usize {
+        self.stft + self.lookahead + self.handoff + self.resampler
+    }
+
+    /// The margin between a frame's mask being computable and it being needed.
+    pub fn margin(&self) -> usize {
+        self.handoff + self.resampler
+    }
+}
+
+/// The audio-thread half of the connection to a worker.
+pub struct WorkerLink {
+    /// Hops of analysis input, one frame per hop, tagged with the frame index.
+    pub hops: FrameProducer<f32>,
+    /// Mask frames back, tagged with the frame index.
+    pub masks: FrameConsumer<Complex32>,
+    /// Status and counters shared with the worker.
+    pub shared: Arc<Shared>,
+}
+
+/// Longest an offline `process` waits for one mask before it gives up and passes audio through.
+const OFFLINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parameter ramp length (wet, output gain) in seconds.
+const RAMP_SECONDS: f32 = 0.02;
+
+/// The speech-isolation engine for one configuration.
+pub struct Engine {
+    /// The configuration it was built for.
+    config: EngineConfig,
+    /// The STFT grid.
+    grid: Grid,
+    /// Model lookahead in frames.
+    lookahead: usize,
+    /// Latency breakdown.
+    latency: Latency,
+    /// Analysis/synthesis.
+    stft: Stft,
+    /// Number of frames kept in `spectra` and `masks`.
+    slots: usize,
+    /// Per channel: the last `win` input samples, circular.
+    input: Vec<Vec<f32>>,
+    /// Write position in `input`.
+    input_pos: usize,
+    /// Samples of the current hop received so far.
+    hop_fill: usize,
+    /// Per channel: overlap-add accumulator, circular, `2 * win` long.
+    ola: Vec<Vec<f32>>,
+    /// Per channel: dry path delayed by the latency.
+    dry: Vec<DelayLine>,
+    /// Spectra waiting for their mask: `slots * channels * bins`.
+    spectra: Vec<Complex32>,
+    /// Mask slots received from the worker: `slots * streams * bins`.
+    masks: Vec<Complex32>,
+    /// Frame index held by each mask slot (`u64::MAX` = empty).
+    mask_tags: Vec<u64>,
+    /// The last mask applied, per stream: the fallback for a late mask.
+    last_mask: Vec<Complex32>,
+    /// True once a real mask has been applied (before that a late mask means unity).
+    have_mask: bool,
+    /// Scratch: one frame in time order (`win`).
+    frame: Vec<f32>,
+    /// Scratch: one spectrum (`bins`).
+    spec: Vec<Complex32>,
+    /// Scratch: shaped gains (`bins`).
+    gains: Vec<Complex32>,
+    /// Scratch: one hop for the worker (`streams * hop`).
+    hop_out: Vec<f32>,
+    /// Scratch: one synthesized frame (`win`).
+    synth: Vec<f32>,
+    /// Samples processed since the last reset.
+    clock: u64,
+    /// Frames analysed since the last reset.
+    analysed: u64,
+    /// Frames synthesized since the last reset.
+    synthesized: u64,
+    /// Clock value at which the next frame is synthesized.
+    next_synth: u64,
+    /// Connection to the worker, if any.
+    link: Option<WorkerLink>,
+    /// Set when the worker failed or a wait timed out: output is the delayed dry signal.
+    failed: bool,
+    /// Current settings.
+    params: EngineParams,
+    /// Wet amount ramp.
+    wet: Smoother,
+    /// Output gain ramp (linear).
+    gain: Smoother,
+    /// Beta, smoothed per frame.
+    beta: Smoother,
+    /// Floor (linear), smoothed per frame.
+    floor: Smoother,
+}
+
+/// Replaces NaN and infinities by 0 and flushes denormals, so they never reach the model.
+#[inline]
+fn sanitize(x: f32) -> f32 {
+    if x.is_finite() && (x == 0.0 || x.abs() >= f32::MIN_POSITIVE) {
+        x
+    } else {
+        0.0
+    }
+}
+
+impl Engine {
+    /// Builds an engine for `config` and a model with `lookahead` frames of lookahead at a
+    /// model whose resampler needs `resampler_lag` extra host samples. Allocates everything.
+    pub fn new(config: EngineConfig, lookahead: usize, resampler_lag: usize) -> Self {
+        let grid = Grid::for_rate(config.sample_rate);
+        let channels = config.channels.max(1);
+        let handoff_budget =
+            (config.handoff_ms.max(0.0) * config.sample_rate as f32 / 1000.0).ceil() as usize;
+        let latency = Latency {
+            stft: 2 * grid.hop - 1,
+            lookahead: lookahead * grid.hop,
+            handoff: config.max_block.max(handoff_budget),
+            resampler: resampler_lag,
+        };
+        let slots = lookahead + 4 + latency.margin().div_ceil(grid.hop);
+        let streams = config.mask_streams();
+        let ramp = ((RAMP_SECONDS * config.sample_rate as f32) as u32).max(1);
+        let p = EngineParams::default();
+        let mut e = Self {
+            config: EngineConfig {
+                channels,
+                ..config
+            },
+            grid,
+            lookahead,
+            latency,
+            stft: Stft::new(grid),
+            slots,
+            input: vec![vec![0.0; grid.win]; channels],
+            input_pos: 0,
+            hop_fill: 0,
+            ola: vec![vec![0.0; 2 * grid.win]; channels],
+            dry: (0..channels)
+                .map(|_| DelayLine::new(latency.total()))
+                .collect(),
+            spectra: vec![Complex32::default(); slots * channels * grid.bins],
+            masks: vec![Complex32::default(); slots * streams * grid.bins],
+            mask_tags: vec![u64::MAX; slots],
+            last_mask: vec![Complex32::new(1.0, 0.0); streams * grid.bins],
+            have_mask: false,
+            frame: vec![0.0; grid.win],
+            spec: vec![Complex32::default(); grid.bins],
+            gains: vec![Complex32::default(); grid.bins],
+            hop_out: vec![0.0; streams * grid.hop],
+            synth: vec![0.0; grid.win],
+            clock: 0,
+            analysed: 0,
+            synthesized: 0,
+            next_synth: 0,
+            link: None,
+            failed: false,
+            params: p,
+            wet: Smoother::new(p.wet, ramp),
+            gain: Smoother::new(1.0, ramp),
+            beta: Smoother::new(p.beta, 4),
+            floor: Smoother::new(0.0, 4),
+        };
+        e.reset();
+        e
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The STFT grid.
+    pub fn grid(&self) -> Grid {
+        self.grid
+    }
+
+    /// Latency in samples, constant for this configuration; the dry path is delayed by it.
+    pub fn latency_samples(&self) -> usize {
+        self.latency.total()
+    }
+
+    /// How the latency is made up.
+    pub fn latency(&self) -> Latency {
+        self.latency
+    }
+
+    /// Connects a worker (see [`crate::worker::Worker::spawn`]).
+    pub fn connect(&mut self, link: WorkerLink) {
+        self.link = Some(link);
+        self.failed = false;
+    }
+
+    /// Disconnects the worker, if any, and returns its link.
+    pub fn disconnect(&mut self) -> Option<WorkerLink> {
+        self.link.take()
+    }
+
+    /// Shared status of the connected worker.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.link.as_ref().map(|l| &l.shared)
+    }
+
+    /// True when the engine passes audio through because its worker failed or timed out.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Sets the switch to pass-through (used when no model could be loaded).
+    pub fn set_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// Sets new settings; they ramp in over 20 ms (wet, gain) or a few frames (beta, floor).
+    pub fn set_params(&mut self, p: EngineParams) {
+        self.params = p;
+    }
+
+    /// The current settings.
+    pub fn params(&self) -> EngineParams {
+        self.params
+    }
+
+    /// Sets the settings with no ramp (for the start of a render).
+    pub fn set_params_immediate(&mut self, p: EngineParams) {
+        self.params = p;
+        let (w, g) = self.targets();
+        self.wet.reset(w);
+        self.gain.reset(g);
+        self.beta.reset(p.beta);
+        self.floor.reset(mask::floor_linear(p.floor_db));
+    }
+
+    /// Clears all audio state. The worker is not reset here; see [`crate::worker::Worker`].
+    pub fn reset(&mut self) {
+        for c in &mut self.input {
+            c.fill(0.0);
+        }
+        for c in &mut self.ola {
+            c.fill(0.0);
+        }
+        for d in &mut self.dry {
+            d.reset();
+        }
+        self.mask_tags.fill(u64::MAX);
+        self.last_mask.fill(Complex32::new(1.0, 0.0));
+        self.have_mask = false;
+        self.input_pos = 0;
+        self.hop_fill = 0;
+        self.clock = 0;
+        self.analysed = 0;
+        self.synthesized = 0;
+        self.next_synth = ((1 + self.lookahead) * self.grid.hop - 1 + self.latency.margin()) as u64;
+        let p = self.params;
+        self.set_params_immediate(p);
+    }
+
+    /// Ramp targets for wet and linear output gain.
+    fn targets(&self) -> (f32, f32) {
+        let wet = if self.params.bypass || self.failed {
+            0.0
+        } else {
+            self.params.wet.clamp(0.0, 1.0)
+        };
+        let gain = if self.params.bypass {
+            1.0
+        } else {
+            10f32.powf(self.params.output_gain_db / 20.0)
+        };
+        (wet, gain)
+    }
+
+    /// Processes one block in place: `io[c]` is channel `c`, all the same length
+    /// (1..=max_block). Never allocates; in realtime mode never waits.
+    pub fn process(&mut self, io: &mut [&mut [f32]]) {
+        let channels = self.config.channels.min(io.len());
+        let n = io.iter().map(|c| c.len()).min().unwrap_or(0);
+        let (wet_t, gain_t) = self.targets();
+        self.wet.set_target(wet_t);
+        self.gain.set_target(gain_t);
+        let win = self.grid.win;
+        let ola_len = self.ola[0].len();
+        let latency = self.latency.total() as u64;
+        for i in 0..n {
+            for c in 0..channels {
+                self.input[c][self.input_pos] = sanitize(io[c][i]);
+            }
+            self.input_pos = (self.input_pos + 1) % win;
+            self.hop_fill += 1;
+            if self.hop_fill == self.grid.hop {
+                self.hop_fill = 0;
+                self.analyse_frame(channels);
+            }
+            if self.clock == self.next_synth {
+                self.synthesize_frame(channels);
+                self.next_synth += self.grid.hop as u64;
+            }
+            let wet = self.wet.next_value();
+            let gain = self.gain.next_value();
+            let reading = self.clock >= latency;
+            let pos = ((self.clock + win as u64).wrapping_sub(latency) % ola_len as u64) as usize;
+            for c in 0..channels {
+                let x = sanitize(io[c][i]);
+                let dry = self.dry[c].tick(x);
+                let y = if reading {
+                    std::mem::replace(&mut self.ola[c][pos], 0.0)
+                } else {
+                    0.0
+                };
+                let mixed = if wet == 0.0 {
+                    dry
+                } else {
+                    wet * y + (1.0 - wet) * dry
+                };
+                io[c][i] = if gain == 1.0 { mixed } else { mixed * gain };
+            }
+            self.clock += 1;
+        }
+        // Channels the engine was not configured for are silenced rather than left unprocessed.
+        for ch in io.iter_mut().skip(channels) {
+            ch.fill(0.0);
+        }
+    }
+
+    /// Analyses the frame that just completed and hands its newest hop to the worker.
+    fn analyse_frame(&mut self, channels: usize) {
+        let f = self.analysed;
+        let win = self.grid.win;
+        let hop = self.grid.hop;
+        let bins = self.grid.bins;
+        let slot = (f % self.slots as u64) as usize;
+        for c in 0..channels {
+            // Oldest sample first: the input ring's write position is the oldest.
+            let (a, b) = self.input[c].split_at(self.input_pos);
+            self.frame[..b.len()].copy_from_slice(b);
+            self.frame[b.len()..].copy_from_slice(a);
+            let base = (slot * self.config.channels + c) * bins;
+            self.stft
+                .analyze(&self.frame, &mut self.spectra[base..base + bins]);
+        }
+        // The newest hop, mixed down when linked.
+        let streams = self.config.mask_streams();
+        let start = (self.input_pos + win - hop) % win;
+        for s in 0..streams {
+            for k in 0..hop {
+                let idx = (start + k) % win;
+                self.hop_out[s * hop + k] = if streams == 1 {
+                    let sum: f32 = self.input[..channels].iter().map(|ch| ch[idx]).sum();
+                    sum / channels as f32
+                } else {
+                    self.input[s][idx]
+                };
+            }
+        }
+        self.send_hop(f);
+        self.analysed += 1;
+    }
+
+    /// Sends a hop to the worker: in realtime a full ring drops the hop (counted); offline
+    /// waits for room.
+    fn send_hop(&mut self, f: u64) {
+        let offline = self.config.run_mode == RunMode::Offline;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if self.failed {
+            return;
+        }
+        if link.hops.try_push(f, &self.hop_out) {
+            return;
+        }
+        if !offline {
+            link.shared.dropped_hops.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let start = Instant::now();
+        loop {
+            if link.hops.try_push(f, &self.hop_out) {
+                return;
+            }
+            if Self::worker_gone(&link.shared) || start.elapsed() > OFFLINE_TIMEOUT {
+                self.fail_over();
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// True when the worker can no longer deliver.
+    fn worker_gone(shared: &Shared) -> bool {
+        matches!(shared.state(), WorkerState::Failed | WorkerState::Stopped)
+    }
+
+    /// Switches to delayed dry pass-through (smoothly, via the wet ramp).
+    fn fail_over(&mut self) {
+        self.failed = true;
+        let (w, g) = self.targets();
+        self.wet.set_target(w);
+        self.gain.set_target(g);
+    }
+
+    /// Moves every mask waiting in the ring into its slot; drops masks for past frames.
+    fn drain_masks(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let per = self.masks.len() / self.slots;
+        while let Some(tag) = link.masks.peek_tag() {
+            if tag < self.synthesized || tag >= self.synthesized + self.slots as u64 {
+                link.masks.skip();
+                continue;
+            }
+            let slot = (tag % self.slots as u64) as usize;
+            link.masks
+                .try_pop(&mut self.masks[slot * per..(slot + 1) * per]);
+            self.mask_tags[slot] = tag;
+        }
+    }
+
+    /// True when the mask of frame `f` is in its slot.
+    fn has_mask(&self, f: u64) -> bool {
+        self.mask_tags[(f % self.slots as u64) as usize] == f
+    }
+
+    /// Gets the mask of frame `f` into `last_mask`: from its slot, by waiting (offline), or by
+    /// keeping the last good one (realtime, counted as late).
+    fn fetch_mask(&mut self, f: u64) {
+        if self.link.is_none() || self.failed {
+            return;
+        }
+        self.drain_masks();
+        if !self.has_mask(f) && self.config.run_mode == RunMode::Offline {
+            let start = Instant::now();
+            while !self.has_mask(f) {
+                let gone = self.link.as_ref().is_none_or(|l| Self::worker_gone(&l.shared));
+                if gone || start.elapsed() > OFFLINE_TIMEOUT {
+                    self.drain_masks();
+                    if !self.has_mask(f) {
+                        self.fail_over();
+                        return;
+                    }
+                    break;
+                }
+                std::thread::yield_now();
+                self.drain_masks();
+            }
+        }
+        if self.has_mask(f) {
+            let per = self.last_mask.len();
+            let slot = (f % self.slots as u64) as usize;
+            self.last_mask
+                .copy_from_slice(&self.masks[slot * per..(slot + 1) * per]);
+            self.mask_tags[slot] = u64::MAX;
+            self.have_mask = true;
+        } else if let Some(link) = &self.link {
+            // Realtime: keep the last good mask; overlap-add crossfades it over one hop.
+            link.shared.late_masks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Masks frame `synthesized` and overlap-adds it.
+    fn synthesize_frame(&mut self, channels: usize) {
+        let f = self.synthesized;
+        let bins = self.grid.bins;
+        let win = self.grid.win;
+        let hop = self.grid.hop;
+        self.fetch_mask(f);
+        let beta = self.beta.next_value_target(self.params.beta.clamp(0.1, 10.0));
+        let floor = self
+            .floor
+            .next_value_target(mask::floor_linear(self.params.floor_db));
+        let slot = (f % self.slots as u64) as usize;
+        let streams = self.config.mask_streams();
+        let ola_len = self.ola[0].len();
+        // Frame f covers absolute samples [(f+1)H - N, (f+1)H); positions are offset by N.
+        let first = (f + 1) * hop as u64; // absolute start + N
+        for c in 0..channels {
+            let s = if streams == 1 { 0 } else { c };
+            for ((g, m), _) in self
+                .gains
+                .iter_mut()
+                .zip(&self.last_mask[s * bins..(s + 1) * bins])
+                .zip(0..bins)
+            {
+                *g = mask::shape_gain(*m, beta, floor);
+            }
+            let base = (slot * self.config.channels + c) * bins;
+            for ((o, x), g) in self
+                .spec
+                .iter_mut()
+                .zip(&self.spectra[base..base + bins])
+                .zip(&self.gains)
+            {
+                *o = x * g;
+            }
+            self.synth.fill(0.0);
+            self.stft.synthesize_add(&mut self.spec, &mut self.synth);
+            for (k, v) in self.synth.iter().enumerate() {
+                // Skip the part of frame 0 that lies before the first sample.
+                let abs = first + k as u64;
+                if abs < win as u64 {
+                    continue;
+                }
+                let pos = (abs % ola_len as u64) as usize;
+                self.ola[c][pos] += v;
+            }
+        }
+        self.synthesized += 1;
+    }
+}

@@ -1,0 +1,20 @@
+//! Voxsift: speech isolation with neural models, as a library shared by the CLI and the
+//! plugin.
+//!
+//! - [`engine`]: the audio-thread side (STFT, masks, dry delay, mixing); no allocation, lock
+//!   or wait in realtime mode.
+//! - [`worker`]: the thread that runs the models and hands masks back through SPSC rings.
+//! - [`model`]: mask models (DeepFilterNet3, a synthetic test model).
+//! - [`runtime`]: finding and loading ONNX Runtime.
+//! - [`render`]: whole-file rendering, as the CLI does it.
+//! - [`io`]: reading and writing audio files.
+
+pub mod engine;
+pub mod io;
+pub mod metrics;
+pub mod model;
+pub mod render;
+pub mod ring;
+pub mod runtime;
+pub mod status;
+pub mod worker;

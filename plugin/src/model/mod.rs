@@ -1,0 +1,89 @@
+//! Models that turn audio into mask frames, and what the worker needs to know about them.
+
+pub mod dfn3;
+pub mod synthetic;
+
+use num_complex::Complex32;
+
+/// What the worker and engine need to know about a model before it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Short name, e.g. "dfn3".
+    pub name: &'static str,
+    /// Sample rate the model runs at.
+    pub sample_rate: u32,
+    /// Hop in samples at that rate (10 ms for every model here).
+    pub hop: usize,
+    /// Bins of the mask frames it produces (`fft / 2 + 1`), spaced `sample_rate / fft` Hz.
+    pub bins: usize,
+    /// Frames of lookahead: the mask of frame `t` is ready once frame `t + lookahead` is in.
+    pub lookahead: usize,
+}
+
+impl ModelSpec {
+    /// Bin spacing of the model's masks in Hz.
+    pub fn bin_hz(&self) -> f64 {
+        self.sample_rate as f64 / (2 * (self.bins - 1)) as f64
+    }
+}
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// ONNX Runtime could not be found or loaded.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// A model file is missing or unreadable.
+    #[error("cannot read model file {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// ONNX Runtime refused the graph (corrupt, truncated, unsupported).
+    #[error("model graph `{graph}` could not be loaded: {message}")]
+    Load {
+        /// Which graph.
+        graph: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// The graph's inputs or outputs are not what this model expects.
+    #[error("model graph `{graph}` does not match: {message}")]
+    Mismatch {
+        /// Which graph.
+        graph: String,
+        /// What differs.
+        message: String,
+    },
+    /// Inference failed.
+    #[error("inference failed in `{graph}`: {message}")]
+    Inference {
+        /// Which graph.
+        graph: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+}
+
+/// A streaming mask model. One instance serves `streams` independent audio streams (one per
+/// channel, or one for a linked channel mix); it runs on the worker thread only.
+pub trait MaskModel: Send {
+    /// What the model is.
+    fn spec(&self) -> ModelSpec;
+
+    /// Forgets all streaming state: the next hop starts a new stream at frame 0.
+    fn reset(&mut self);
+
+    /// Takes the next hop (`spec().hop` samples at `spec().sample_rate`) of `stream`. When the
+    /// mask of a frame becomes ready, writes its `spec().bins` complex gains into `mask` and
+    /// returns that frame's index (counted from the first hop after a reset, frame `f` ending
+    /// with hop `f`).
+    fn push_hop(
+        &mut self,
+        stream: usize,
+        hop: &[f32],
+        mask: &mut [Complex32],
+    ) -> Result<Option<u64>, ModelError>;
+}

@@ -1,0 +1,228 @@
+//! Finding and loading ONNX Runtime (dynamically), and building sessions with our options.
+//!
+//! Lookup order for the library: `VOXSIFT_ORT_LIB` (or ort's `ORT_DYLIB_PATH`), beside the
+//! running binary or plugin, then the folder `cargo xtask fetch-runtime` fills. The library
+//! is loaded once per process; the environment lives for the rest of the process.
+
+use std::ffi::{c_char, CStr};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// The ONNX Runtime release Voxsift is built and tested against.
+pub const ORT_VERSION: &str = "1.31.1";
+/// Oldest minor version of ONNX Runtime 1.x that is accepted.
+pub const ORT_MIN_MINOR: u32 = 22;
+
+/// File name of the library on this platform.
+#[cfg(target_os = "linux")]
+pub const LIB_NAME: &str = "libonnxruntime.so";
+/// File name of the library on this platform.
+#[cfg(target_os = "macos")]
+pub const LIB_NAME: &str = "libonnxruntime.dylib";
+/// File name of the library on this platform.
+#[cfg(target_os = "windows")]
+pub const LIB_NAME: &str = "onnxruntime.dll";
+
+/// The command that installs the runtime.
+pub const FIX: &str = "run `cargo xtask fetch-runtime` in the Voxsift source tree, or set VOXSIFT_ORT_LIB to the path of libonnxruntime from the onnxruntime 1.31.1 wheel";
+
+/// Errors from finding or loading ONNX Runtime.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    /// No library file was found anywhere.
+    #[error("ONNX Runtime library not found (looked in: {searched}); to fix: {FIX}")]
+    NotFound {
+        /// Places that were searched.
+        searched: String,
+    },
+    /// The file exists but could not be loaded.
+    #[error("ONNX Runtime at {path} could not be loaded: {message}; to fix: {FIX}")]
+    Load {
+        /// The library.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The library is too old.
+    #[error("ONNX Runtime at {path} is version {found}, Voxsift needs 1.{ORT_MIN_MINOR} or newer (tested with {ORT_VERSION}); to fix: {FIX}")]
+    Version {
+        /// The library.
+        path: PathBuf,
+        /// Its version.
+        found: String,
+    },
+}
+
+/// Where the runtime was found, and its version.
+#[derive(Debug, Clone)]
+pub struct RuntimeInfo {
+    /// The library file.
+    pub path: PathBuf,
+    /// Its version string.
+    pub version: String,
+}
+
+/// Extra directories to search (e.g. the plugin bundle's own folder), set before first use.
+static EXTRA_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The loaded runtime, once loaded.
+static LOADED: OnceLock<RuntimeInfo> = OnceLock::new();
+/// The process's ONNX Runtime environment (ort holds it weakly, so it is kept here).
+static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
+
+/// Adds a directory to search after the environment variables (for plugins: their bundle).
+pub fn add_search_dir(dir: impl Into<PathBuf>) {
+    if let Ok(mut d) = EXTRA_DIRS.lock() {
+        d.push(dir.into());
+    }
+}
+
+/// The folder `cargo xtask fetch-runtime` writes to, as seen from this build.
+pub fn fetched_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("runtime")
+        .join(format!("onnxruntime-{ORT_VERSION}"))
+}
+
+/// Candidate library paths in lookup order.
+pub fn candidates() -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    for var in ["VOXSIFT_ORT_LIB", "ORT_DYLIB_PATH"] {
+        if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            c.push(PathBuf::from(p));
+        }
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            c.push(dir.join(LIB_NAME));
+        }
+    }
+    if let Ok(d) = EXTRA_DIRS.lock() {
+        c.extend(d.iter().map(|d| d.join(LIB_NAME)));
+    }
+    c.push(fetched_dir().join(LIB_NAME));
+    c
+}
+
+/// Finds the library without loading it.
+pub fn find() -> Result<PathBuf, RuntimeError> {
+    let cands = candidates();
+    // An explicit environment variable that points nowhere is an error, not a fallthrough.
+    cands.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        RuntimeError::NotFound {
+            searched: cands
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    })
+}
+
+/// Reads the version string of the library at `path` without initialising it for ort.
+pub fn probe_version(path: &Path) -> Result<String, RuntimeError> {
+    #[repr(C)]
+    struct OrtApiBase {
+        get_api: unsafe extern "C" fn(u32) -> *const std::ffi::c_void,
+        get_version_string: unsafe extern "C" fn() -> *const c_char,
+    }
+    let load_err = |message: String| RuntimeError::Load {
+        path: path.to_path_buf(),
+        message,
+    };
+    // SAFETY: loading a library runs its initialisers; this is the library the user pointed us
+    // at (or the one we fetched), which is what we are about to use anyway. `OrtGetApiBase`
+    // has this signature in every ONNX Runtime release, and the struct's first two members are
+    // stable C ABI.
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| load_err(e.to_string()))?;
+        let get: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> = lib
+            .get(b"OrtGetApiBase")
+            .map_err(|_| load_err("it does not export OrtGetApiBase".into()))?;
+        let base = get();
+        if base.is_null() {
+            return Err(load_err("OrtGetApiBase returned null".into()));
+        }
+        let v = ((*base).get_version_string)();
+        if v.is_null() {
+            return Err(load_err("no version string".into()));
+        }
+        let s = CStr::from_ptr(v).to_string_lossy().into_owned();
+        // Keep the library loaded: ort will load the same file next, and unloading ONNX
+        // Runtime is not supported.
+        std::mem::forget(lib);
+        Ok(s)
+    }
+}
+
+/// Loads ONNX Runtime (once per process) and builds the environment.
+pub fn init() -> Result<&'static RuntimeInfo, RuntimeError> {
+    if let Some(info) = LOADED.get() {
+        return Ok(info);
+    }
+    static INIT: Mutex<()> = Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(info) = LOADED.get() {
+        return Ok(info);
+    }
+    let path = find()?;
+    let version = probe_version(&path)?;
+    let minor = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    if !version.starts_with("1.") || minor < ORT_MIN_MINOR {
+        return Err(RuntimeError::Version {
+            path,
+            found: version,
+        });
+    }
+    let load_err = |message: String| RuntimeError::Load {
+        path: path.clone(),
+        message,
+    };
+    let builder = ort::init_from(&path).map_err(|e| load_err(e.to_string()))?;
+    let env = builder
+        .with_name("voxsift")
+        .build()
+        .map_err(|e| load_err(e.to_string()))?;
+    let _ = ENV.set(env);
+    Ok(LOADED.get_or_init(|| RuntimeInfo { path, version }))
+}
+
+/// The runtime if it is already loaded.
+pub fn loaded() -> Option<&'static RuntimeInfo> {
+    LOADED.get()
+}
+
+/// A session from `bytes` with Voxsift's options: `threads` intra-op threads (1 by default),
+/// no spinning, full graph optimisation.
+pub fn session(
+    graph: &str,
+    bytes: &[u8],
+    threads: usize,
+) -> Result<ort::session::Session, crate::model::ModelError> {
+    init()?;
+    let env = ENV.get().ok_or_else(|| crate::model::ModelError::Load {
+        graph: graph.into(),
+        message: "ONNX Runtime environment missing".into(),
+    })?;
+    let load = |e: String| crate::model::ModelError::Load {
+        graph: graph.into(),
+        message: e,
+    };
+    use ort::session::builder::GraphOptimizationLevel;
+    ort::session::Session::builder(env)
+        .map_err(|e| load(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| load(e.to_string()))?
+        .with_intra_threads(threads.max(1))
+        .map_err(|e| load(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| load(e.to_string()))?
+        .with_intra_op_spinning(false)
+        .map_err(|e| load(e.to_string()))?
+        .commit_from_memory(bytes)
+        .map_err(|e| load(e.to_string()))
+}
