@@ -207,7 +207,9 @@ pub fn read_audio(path: &Path) -> Result<Audio, IoError> {
             .n_frames
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(0);
-        (0..c.count()).map(|_| Vec::with_capacity(capacity)).collect()
+        (0..c.count())
+            .map(|_| Vec::with_capacity(capacity))
+            .collect()
     });
     if channels.as_ref().is_some_and(Vec::is_empty) {
         return Err(IoError::NoChannels {
@@ -613,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn write_replaces_existing_file_and_relative_paths_work() {
+    fn write_replaces_existing_file() {
         let dir = scratch_dir("replace");
         let path = dir.join("out.wav");
         fs::write(&path, b"old contents").expect("seed");
@@ -635,8 +637,7 @@ mod tests {
         let err = write_wav(&path, &empty, SampleFormat::I16).unwrap_err();
         assert!(matches!(err, IoError::NoChannels { .. }), "{err}");
         let missing_dir = dir.join("no/such/dir/out.wav");
-        let err = write_wav(&missing_dir, &test_audio(8_000, 1, 8), SampleFormat::F32)
-            .unwrap_err();
+        let err = write_wav(&missing_dir, &test_audio(8_000, 1, 8), SampleFormat::F32).unwrap_err();
         assert!(matches!(err, IoError::Write { .. }), "{err}");
         assert!(!path.exists());
         assert_eq!(fs::read_dir(&dir).expect("list").count(), 0);
@@ -689,18 +690,16 @@ mod tests {
     }
 
     /// A 48 kHz FLAC from the shared evaluation set decodes to its full length.
-    /// `soxi -s` / `soundfile.info(...).frames` give 198_000 frames for sp01.
+    /// `soundfile.info(...).frames` (libsndfile) gives 667_683 frames for sp01 (13.910 s).
     #[test]
     fn reads_shared_flac() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/eval-audio/speech");
         let Some(path) = fs::read_dir(&dir).ok().and_then(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("sp01") && n.ends_with(".flac"))
-                })
+            rd.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("sp01") && n.ends_with(".flac"))
+            })
         }) else {
             println!("skipped: no sp01*.flac under {}", dir.display());
             return;
@@ -709,11 +708,13 @@ mod tests {
         assert_eq!(audio.sample_rate, 48_000);
         assert_eq!(audio.num_channels(), 1);
         assert_eq!(audio.frames(), SP01_FRAMES);
-        assert!(audio.channels[0].iter().all(|x| x.is_finite() && x.abs() <= 1.0));
+        assert!(audio.channels[0]
+            .iter()
+            .all(|x| x.is_finite() && x.abs() <= 1.0));
         let peak = audio.channels[0].iter().fold(0.0f32, |m, x| m.max(x.abs()));
         assert!(peak > 0.01, "speech should not be silent (peak {peak})");
     }
 
     /// Frame count of `speech/sp01*.flac`, measured independently with libsndfile.
-    const SP01_FRAMES: usize = 0;
+    const SP01_FRAMES: usize = 667_683;
 }

@@ -34,7 +34,7 @@ mod tests {
             .collect();
         let scaled: Vec<f32> = noisy.iter().map(|x| 3.0 * x).collect();
         let a = si_sdr(&noisy, &r);
-        assert!((a - si_sdr(&scaled, &r)).abs() < 1e-9);
+        assert!((a - si_sdr(&scaled, &r)).abs() < 1e-4);
         assert!(a > 20.0 && a < 40.0, "{a}");
         assert!(si_sdr(&r, &r) > 100.0);
     }

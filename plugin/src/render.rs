@@ -46,9 +46,9 @@ impl ModelChoice {
                 };
                 Ok(Box::new(Dfn3::from_graphs(&g, streams, threads)?) as Box<dyn MaskModel>)
             }),
-            Self::Synthetic(la) => {
-                Box::new(move || Ok(Box::new(SyntheticModel::new(streams, la)) as Box<dyn MaskModel>))
-            }
+            Self::Synthetic(la) => Box::new(move || {
+                Ok(Box::new(SyntheticModel::new(streams, la)) as Box<dyn MaskModel>)
+            }),
         }
     }
 }
@@ -150,7 +150,8 @@ pub fn start(
     let spec = model.spec();
     let lag = resampler_lag(config.sample_rate, &spec);
     let mut engine = Engine::new(config, spec.lookahead, lag);
-    let (worker, link) = Worker::spawn(&config, spec, model.factory(config.mask_streams(), threads));
+    let (worker, link) =
+        Worker::spawn(&config, spec, model.factory(config.mask_streams(), threads));
     if worker.wait_ready(Duration::from_secs(120)) != WorkerState::Running {
         return Err(RenderError::Model {
             model: spec.name.into(),
@@ -173,7 +174,9 @@ pub fn render(
         return Err(RenderError::Invalid("no channels".into()));
     }
     if opts.blocks.is_empty() || opts.blocks.contains(&0) {
-        return Err(RenderError::Invalid("block sizes must be at least 1".into()));
+        return Err(RenderError::Invalid(
+            "block sizes must be at least 1".into(),
+        ));
     }
     let channels = input.len();
     let len = input.iter().map(Vec::len).min().unwrap_or(0);
@@ -192,7 +195,11 @@ pub fn render(
         b += 1;
         for (c, ch) in buf.iter_mut().enumerate() {
             for (i, v) in ch[..n].iter_mut().enumerate() {
-                *v = input[c].get(pos + i).copied().filter(|_| pos + i < len).unwrap_or(0.0);
+                *v = input[c]
+                    .get(pos + i)
+                    .copied()
+                    .filter(|_| pos + i < len)
+                    .unwrap_or(0.0);
             }
         }
         if opts.pace && opts.run_mode == RunMode::Realtime {
@@ -227,7 +234,9 @@ pub fn render(
         channels: out,
         latency,
         late_masks: shared.late_masks.load(std::sync::atomic::Ordering::Relaxed),
-        dropped_hops: shared.dropped_hops.load(std::sync::atomic::Ordering::Relaxed),
+        dropped_hops: shared
+            .dropped_hops
+            .load(std::sync::atomic::Ordering::Relaxed),
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -62,7 +62,7 @@ def run_with_probes(model, feeds, probes):
 
 
 def stateful_nodes(g):
-    return [nd for nd in g.node if nd.op_type in ("Pad", "GRU")]
+    return [(j, nd) for j, nd in enumerate(g.node) if nd.op_type in ("Pad", "GRU")]
 
 
 def probe_names(nd):
@@ -76,10 +76,10 @@ def probe_names(nd):
 def check_states(name, g, probes):
     """Check every Pad is a causal zero pad on axis 2 and every GRU starts from zeros.
 
-    Returns (node, kind, k, state shape) per state, in node order.
+    Returns (node index, node, kind, k, state shape) per state, in node order.
     """
     states = []
-    for nd in stateful_nodes(g):
+    for j, nd in stateful_nodes(g):
         attrs = {a.name: helper.get_attribute_value(a) for a in nd.attribute}
         if nd.op_type == "Pad":
             x, pads = probes[nd.input[0]], probes[nd.input[1]].tolist()
@@ -91,15 +91,15 @@ def check_states(name, g, probes):
                 fail(f"{name}: Pad {nd.name} is not a causal pad on time axis 2 (pads {pads}, rank {x.ndim})")
             if EXPECTED_PADS.get(nd.input[0]) != k:
                 fail(f"{name}: Pad {nd.name} pads {nd.input[0]} by {k} frames, expected {EXPECTED_PADS}")
-            states.append((nd, "Pad", k, [1, x.shape[1], k, x.shape[3]]))
+            states.append((j, nd, "Pad", k, [1, x.shape[1], k, x.shape[3]]))
         else:
             h0 = probes[nd.input[5]]
             if attrs.get("direction", b"forward") != b"forward" or attrs.get("layout", 0) != 0:
                 fail(f"{name}: GRU {nd.name} is not a forward, seq-major GRU ({attrs})")
             if attrs.get("hidden_size") != HIDDEN or list(h0.shape) != [1, 1, HIDDEN] or np.any(h0 != 0):
                 fail(f"{name}: GRU {nd.name} initial state is not zeros [1,1,{HIDDEN}] (shape {h0.shape})")
-            states.append((nd, "GRU", None, [1, 1, HIDDEN]))
-    kinds = [kind for _, kind, _, _ in states]
+            states.append((j, nd, "GRU", None, [1, 1, HIDDEN]))
+    kinds = [kind for _, _, kind, _, _ in states]
     if kinds != EXPECTED_STATES[name]:
         fail(f"{name}: found stateful nodes {kinds}, expected {EXPECTED_STATES[name]}")
     return states
@@ -125,14 +125,12 @@ def make_stateful(model, states):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    for i, (_, _, _, shape) in enumerate(states):
+    for i, (_, _, _, _, shape) in enumerate(states):
         g.input.append(helper.make_tensor_value_info(f"state_in_{i}", TensorProto.FLOAT, shape))
         g.output.append(helper.make_tensor_value_info(f"state_out_{i}", TensorProto.FLOAT, shape))
-    index = {id(nd): j for j, nd in enumerate(model.graph.node)}
     # Back to front, so that replacing a Pad by two nodes keeps the earlier indices valid.
-    for i, (orig, kind, k, _) in reversed(list(enumerate(states))):
+    for i, (j, _, kind, k, _) in reversed(list(enumerate(states))):
         s_in, s_out = f"state_in_{i}", f"state_out_{i}"
-        j = index[id(orig)]
         nd = g.node[j]
         if kind == "Pad":
             cat = nd.output[0]
@@ -210,11 +208,11 @@ def main():
         model = originals[name]
         if name != "enc":
             feeds[name] = {v.name: full["enc"][v.name] for v in graph_inputs(model.graph)}
-        probes = [p for nd in stateful_nodes(model.graph) for p in probe_names(nd)]
+        probes = [p for _, nd in stateful_nodes(model.graph) for p in probe_names(nd)]
         full[name], probed = run_with_probes(model, feeds[name], probes)
         states = check_states(name, model.graph, probed)
         derived[name] = make_stateful(model, states)
-        for i, (nd, kind, k, shape) in enumerate(states):
+        for i, (_, nd, kind, k, shape) in enumerate(states):
             what = f"Pad {nd.input[0]} k={k}" if kind == "Pad" else "GRU hidden"
             manifest_states.append(f"stateful/{name}.onnx state_{i} {shape} {what} ({nd.name})")
 

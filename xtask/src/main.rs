@@ -94,7 +94,14 @@ for m in sys.argv[3:]:
     (out / pathlib.PurePosixPath(m).name).write_bytes(z.read(m))
 ";
 
-fn main() -> Result<ExitCode> {
+fn main() -> ExitCode {
+    try_main().unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn try_main() -> Result<ExitCode> {
     let args: Vec<String> = env::args().skip(1).collect();
     let (cmd, rest) = args
         .split_first()

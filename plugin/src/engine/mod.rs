@@ -250,10 +250,7 @@ impl Engine {
         let ramp = ((RAMP_SECONDS * config.sample_rate as f32) as u32).max(1);
         let p = EngineParams::default();
         let mut e = Self {
-            config: EngineConfig {
-                channels,
-                ..config
-            },
+            config: EngineConfig { channels, ..config },
             grid,
             lookahead,
             latency,
@@ -408,6 +405,7 @@ impl Engine {
         let win = self.grid.win;
         let ola_len = self.ola[0].len();
         let latency = self.latency.total() as u64;
+        #[allow(clippy::needless_range_loop)] // sample-major over planar channels
         for i in 0..n {
             for c in 0..channels {
                 self.input[c][self.input_pos] = sanitize(io[c][i]);
@@ -559,7 +557,10 @@ impl Engine {
         if !self.has_mask(f) && self.config.run_mode == RunMode::Offline {
             let start = Instant::now();
             while !self.has_mask(f) {
-                let gone = self.link.as_ref().is_none_or(|l| Self::worker_gone(&l.shared));
+                let gone = self
+                    .link
+                    .as_ref()
+                    .is_none_or(|l| Self::worker_gone(&l.shared));
                 if gone || start.elapsed() > OFFLINE_TIMEOUT {
                     self.drain_masks();
                     if !self.has_mask(f) {
@@ -592,7 +593,9 @@ impl Engine {
         let win = self.grid.win;
         let hop = self.grid.hop;
         self.fetch_mask(f);
-        let beta = self.beta.next_value_target(self.params.beta.clamp(0.1, 10.0));
+        let beta = self
+            .beta
+            .next_value_target(self.params.beta.clamp(0.1, 10.0));
         let floor = self
             .floor
             .next_value_target(mask::floor_linear(self.params.floor_db));

@@ -44,7 +44,7 @@ impl Grid {
 
     /// True when the hop is exactly 10 ms (the rate is a multiple of 100 Hz).
     pub fn is_exact_10ms(&self) -> bool {
-        self.sample_rate % 100 == 0
+        self.sample_rate.is_multiple_of(100)
     }
 }
 

@@ -108,15 +108,17 @@ pub fn candidates() -> Vec<PathBuf> {
 pub fn find() -> Result<PathBuf, RuntimeError> {
     let cands = candidates();
     // An explicit environment variable that points nowhere is an error, not a fallthrough.
-    cands.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        RuntimeError::NotFound {
+    cands
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| RuntimeError::NotFound {
             searched: cands
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-        }
-    })
+        })
 }
 
 /// Reads the version string of the library at `path` without initialising it for ort.

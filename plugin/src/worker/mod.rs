@@ -68,7 +68,8 @@ pub fn resampler_lag(sample_rate: u32, spec: &ModelSpec) -> usize {
                 break;
             }
             // Host hop h completes the mask of host frame need_frame.
-            lag = lag.max((h as i64 - (need_frame as i64 + spec.lookahead as i64)) * grid.hop as i64);
+            lag =
+                lag.max((h as i64 - (need_frame as i64 + spec.lookahead as i64)) * grid.hop as i64);
             need_frame += 1;
         }
     }
@@ -87,7 +88,11 @@ impl Worker {
     /// Starts a worker for an engine with `config` running a model described by `spec`; the
     /// model itself is built by `factory` on the worker thread. Returns the worker and the
     /// link to hand to [`crate::engine::Engine::connect`]. Allocates the rings here.
-    pub fn spawn(config: &EngineConfig, spec: ModelSpec, factory: ModelFactory) -> (Worker, WorkerLink) {
+    pub fn spawn(
+        config: &EngineConfig,
+        spec: ModelSpec,
+        factory: ModelFactory,
+    ) -> (Worker, WorkerLink) {
         let grid = Grid::for_rate(config.sample_rate);
         let streams = config.mask_streams();
         let (hop_tx, hop_rx) = framed::<f32>(streams * grid.hop, RING_FRAMES);
@@ -290,18 +295,14 @@ fn run(
         }
         expected = Some(tag + 1);
         // Feed the model, collecting its masks by model frame.
-        for s in 0..streams {
-            let hop = &hop_buf[s * grid.hop..(s + 1) * grid.hop];
-            match resampler.as_mut() {
-                None => {
-                    if let Some(g) = model.push_hop(s, hop, &mut model_mask)? {
-                        pending[s].slot(g).copy_from_slice(&model_mask);
-                    }
+        if resampler.is_none() {
+            for (s, p) in pending.iter_mut().enumerate() {
+                let hop = &hop_buf[s * grid.hop..(s + 1) * grid.hop];
+                if let Some(g) = model.push_hop(s, hop, &mut model_mask)? {
+                    p.slot(g).copy_from_slice(&model_mask);
                 }
-                Some(_) => {}
             }
-        }
-        if let Some(r) = resampler.as_mut() {
+        } else if let Some(r) = resampler.as_mut() {
             let inputs: Vec<&[f32]> = (0..streams)
                 .map(|s| &hop_buf[s * grid.hop..(s + 1) * grid.hop])
                 .collect();

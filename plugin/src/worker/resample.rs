@@ -22,7 +22,12 @@ pub struct StreamResampler {
 
 impl StreamResampler {
     /// From `host_rate` to `model_rate`, `hop` host samples per call.
-    pub fn new(host_rate: u32, model_rate: u32, hop: usize, streams: usize) -> Result<Self, String> {
+    pub fn new(
+        host_rate: u32,
+        model_rate: u32,
+        hop: usize,
+        streams: usize,
+    ) -> Result<Self, String> {
         let params = SincInterpolationParameters {
             sinc_len: 128,
             f_cutoff: 0.95,
@@ -31,8 +36,8 @@ impl StreamResampler {
             window: WindowFunction::BlackmanHarris2,
         };
         let ratio = model_rate as f64 / host_rate as f64;
-        let inner = SincFixedIn::<f32>::new(ratio, 1.0, params, hop, streams)
-            .map_err(|e| e.to_string())?;
+        let inner =
+            SincFixedIn::<f32>::new(ratio, 1.0, params, hop, streams).map_err(|e| e.to_string())?;
         let delay = inner.output_delay();
         let out = vec![vec![0.0; inner.output_frames_max()]; streams];
         Ok(Self {

@@ -64,7 +64,11 @@ impl Graph {
             if !inputs.iter().any(|(n, _)| n == r) {
                 return Err(mismatch(format!(
                     "no input `{r}` (inputs: {})",
-                    inputs.iter().map(|i| i.0.as_str()).collect::<Vec<_>>().join(", ")
+                    inputs
+                        .iter()
+                        .map(|i| i.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -72,7 +76,11 @@ impl Graph {
             if !outputs.iter().any(|(n, _)| n == r) {
                 return Err(mismatch(format!(
                     "no output `{r}` (outputs: {})",
-                    outputs.iter().map(|i| i.0.as_str()).collect::<Vec<_>>().join(", ")
+                    outputs
+                        .iter()
+                        .map(|i| i.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -139,17 +147,21 @@ impl Graph {
             feed.push(Tensor::from_array((shape, data)).map_err(err)?.into());
         }
         let name = self.name.clone();
-        let out = self.session.run(feed.as_slice()).map_err(|e| ModelError::Inference {
-            graph: name.clone(),
-            message: e.to_string(),
-        })?;
+        let out = self
+            .session
+            .run(feed.as_slice())
+            .map_err(|e| ModelError::Inference {
+                graph: name.clone(),
+                message: e.to_string(),
+            })?;
         for (k, (oname, idx)) in self.outputs.iter().enumerate() {
-            let (shape, data) = out[k]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| ModelError::Inference {
-                    graph: name.clone(),
-                    message: e.to_string(),
-                })?;
+            let (shape, data) =
+                out[k]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| ModelError::Inference {
+                        graph: name.clone(),
+                        message: e.to_string(),
+                    })?;
             match idx {
                 Some(i) => state[*i].copy_from_slice(data),
                 None => {

@@ -73,7 +73,11 @@ pub fn read_graphs(dir: &Path) -> Result<[Vec<u8>; 3], ModelError> {
         let path = dir.join(n);
         std::fs::read(&path).map_err(|source| ModelError::Read { path, source })
     };
-    Ok([read("enc.onnx")?, read("erb_dec.onnx")?, read("df_dec.onnx")?])
+    Ok([
+        read("enc.onnx")?,
+        read("erb_dec.onnx")?,
+        read("df_dec.onnx")?,
+    ])
 }
 
 /// Streaming state of one audio stream.
@@ -200,6 +204,12 @@ impl Dfn3 {
         Ok(())
     }
 
+    /// The ERB gains (`m`) and deep-filter coefficients (`coefs`) of the last model step.
+    pub fn last_outputs(&self) -> (&[f32], &[f32]) {
+        let get = |k: &str| self.values.get(k).map_or(&[][..], |v| v.data.as_slice());
+        (get("m"), get("coefs"))
+    }
+
     /// Features of one frame for tests: analyses `frame` (960 samples) of `stream` without
     /// running the graphs and returns (ERB features, spectrum features).
     pub fn features_only(&mut self, stream: usize, hop: &[f32]) -> (Vec<f32>, Vec<f32>) {
@@ -242,7 +252,9 @@ impl MaskModel for Dfn3 {
         for st in &mut self.streams {
             st.frame.fill(0.0);
             st.features.reset();
-            st.history.iter_mut().for_each(|h| h.fill(Complex32::default()));
+            st.history
+                .iter_mut()
+                .for_each(|h| h.fill(Complex32::default()));
             st.states = init.clone();
             st.frames = 0;
         }

@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Deterministic pseudo-random noise in [-a, a].
+pub fn noise(n: usize, seed: u64, a: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+        })
+        .collect()
+}
+
+/// `../shared/eval-audio` beside the repository.
+pub fn eval_audio() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/eval-audio")
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Mixture and speech stem of an eval-audio mixture, mono (channel mean), 48 kHz, first
+/// `seconds`.
+pub fn mixture(id_prefix: &str, seconds: f64) -> (Vec<f32>, Vec<f32>) {
+    let dir = eval_audio().join("mixtures");
+    let name = std::fs::read_dir(&dir)
+        .expect("eval-audio/mixtures must be beside the repository")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(id_prefix) && n.ends_with(".flac"))
+        .expect("mixture exists");
+    let stem = name.trim_end_matches(".flac").to_string() + "__speech.flac";
+    let mono = |p: PathBuf| {
+        let a = voxsift::io::read_audio(&p).expect("readable");
+        assert_eq!(a.sample_rate, 48_000);
+        let n = ((seconds * 48_000.0) as usize).min(a.frames());
+        (0..n)
+            .map(|i| a.channels.iter().map(|c| c[i]).sum::<f32>() / a.num_channels() as f32)
+            .collect::<Vec<f32>>()
+    };
+    (mono(dir.join(&name)), mono(dir.join("stems").join(stem)))
+}
