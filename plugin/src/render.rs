@@ -102,6 +102,8 @@ pub struct Rendered {
     pub dropped_hops: u64,
     /// Time spent, in seconds.
     pub seconds: f64,
+    /// Time the worker spent processing (resampling, inference, mask mapping), in seconds.
+    pub worker_seconds: f64,
 }
 
 /// Errors from rendering.
@@ -238,5 +240,6 @@ pub fn render(
             .dropped_hops
             .load(std::sync::atomic::Ordering::Relaxed),
         seconds: start.elapsed().as_secs_f64(),
+        worker_seconds: shared.busy_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9,
     })
 }

@@ -34,6 +34,8 @@ pub struct Shared {
     pub dropped_hops: AtomicU64,
     /// Mask frames the worker has produced.
     pub masks_produced: AtomicU64,
+    /// Total time the worker spent processing hops (resampling, inference, mapping), in ns.
+    pub busy_ns: AtomicU64,
     /// Worker compute time as a fraction of real time (smoothed).
     pub worker_load: AtomicF32,
     /// Test hook: the worker sleeps this many microseconds per hop (0 = off).
@@ -50,6 +52,7 @@ impl Default for Shared {
             late_masks: AtomicU64::new(0),
             dropped_hops: AtomicU64::new(0),
             masks_produced: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
             worker_load: AtomicF32::new(0.0),
             throttle_us: AtomicU32::new(0),
             message: Mutex::new(String::new()),

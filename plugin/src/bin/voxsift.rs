@@ -171,12 +171,13 @@ fn cmd_render(a: RenderArgs) -> Result<()> {
     write_wav(&a.output, &out, fmt).with_context(|| format!("writing {}", a.output.display()))?;
     let secs = input.duration_secs();
     eprintln!(
-        "{} -> {}: {:.1} s of audio in {:.2} s ({:.1}x real time), latency {} samples ({:.1} ms){}",
+        "{} -> {}: {:.1} s of audio in {:.2} s ({:.1}x real time; worker real-time factor {:.4}), latency {} samples ({:.1} ms){}",
         a.input.display(),
         a.output.display(),
         secs,
         rendered.seconds,
         secs / rendered.seconds.max(1e-9),
+        rendered.worker_seconds / secs.max(1e-9),
         rendered.latency,
         rendered.latency as f64 * 1000.0 / input.sample_rate as f64,
         if opts.run_mode == RunMode::Realtime {

@@ -348,7 +348,11 @@ fn run(
             shared.masks_produced.fetch_add(1, Ordering::Relaxed);
             next_emit += 1;
         }
-        let used = started.elapsed().as_secs_f32() / (grid.hop as f32 / grid.sample_rate as f32);
+        let busy = started.elapsed();
+        shared
+            .busy_ns
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        let used = busy.as_secs_f32() / (grid.hop as f32 / grid.sample_rate as f32);
         load = 0.95 * load + 0.05 * used;
         shared.worker_load.store(load, Ordering::Relaxed);
     }
