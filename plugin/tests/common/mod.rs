@@ -49,3 +49,38 @@ pub fn mixture(id_prefix: &str, seconds: f64) -> (Vec<f32>, Vec<f32>) {
     };
     (mono(dir.join(&name)), mono(dir.join("stems").join(stem)))
 }
+
+/// Block-size patterns every offline render must be invariant to: fixed sizes from 1 to
+/// 4096 (including DFN3's hop), then sizes that change on every call.
+pub const BLOCK_PATTERNS: [&[usize]; 8] = [
+    &[1],
+    &[7],
+    &[64],
+    &[480],
+    &[512],
+    &[4096],
+    &[1, 7, 4096, 64],
+    &[3, 1000, 17],
+];
+
+/// Renders `input` offline once per entry of [`BLOCK_PATTERNS`] (other settings from `opts`),
+/// asserts that every render is bit-identical to the first, and returns that output.
+pub fn assert_block_size_invariant(
+    input: &[Vec<f32>],
+    sample_rate: u32,
+    opts: &voxsift::render::RenderOptions,
+) -> Vec<Vec<f32>> {
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    for blocks in BLOCK_PATTERNS {
+        let o = voxsift::render::RenderOptions {
+            blocks: blocks.to_vec(),
+            ..opts.clone()
+        };
+        let r = voxsift::render::render(input, sample_rate, &o, |_, _| {}).expect("renders");
+        match &reference {
+            None => reference = Some(r.channels),
+            Some(want) => assert!(r.channels == *want, "blocks {blocks:?} differ"),
+        }
+    }
+    reference.unwrap_or_default()
+}
