@@ -8,11 +8,13 @@
 //! - [`runtime`]: finding and loading ONNX Runtime.
 //! - [`render`]: whole-file rendering, as the CLI does it.
 //! - [`io`]: reading and writing audio files.
+//! - [`plugin`]: the CLAP and VST3 plugin (nice-plug).
 
 pub mod engine;
 pub mod io;
 pub mod metrics;
 pub mod model;
+pub mod plugin;
 pub mod render;
 pub mod ring;
 pub mod runtime;

@@ -217,3 +217,111 @@ fn a_model_that_fails_to_load_is_a_clear_error() {
         "{msg}"
     );
 }
+
+/// Runs stereo `input` offline in blocks of `block`, switching the channel mode at sample
+/// `switch_at` (a multiple of `block`).
+fn run_with_switch(
+    cfg: EngineConfig,
+    input: &[Vec<f32>; 2],
+    block: usize,
+    switch_at: usize,
+) -> (Vec<f32>, Vec<f32>, bool) {
+    let (mut e, _w) = start(cfg, &ModelChoice::Synthetic(2), 1).expect("starts");
+    e.set_params_immediate(EngineParams::default());
+    let (mut l, mut r) = (Vec::new(), Vec::new());
+    let mut pos = 0;
+    while pos < input[0].len() {
+        if pos == switch_at {
+            e.set_channel_mode(ChannelMode::Independent);
+        }
+        let n = block.min(input[0].len() - pos);
+        let mut a = input[0][pos..pos + n].to_vec();
+        let mut b = input[1][pos..pos + n].to_vec();
+        e.process(&mut [&mut a[..], &mut b[..]]);
+        l.extend_from_slice(&a);
+        r.extend_from_slice(&b);
+        pos += n;
+    }
+    (l, r, e.is_failed())
+}
+
+#[test]
+fn channel_mode_switch_while_running_is_deterministic_offline() {
+    let x = [noise(96_000, 21, 0.5), noise(96_000, 22, 0.2)];
+    let cfg = EngineConfig::new(48_000, 480, 2, RunMode::Offline);
+    let started = std::time::Instant::now();
+    let (l1, r1, failed1) = run_with_switch(cfg, &x, 64, 48_000);
+    let (l2, r2, failed2) = run_with_switch(cfg, &x, 480, 48_000);
+    // An offline wait for a mask that never comes would end in the 30 s fail-over.
+    assert!(!failed1 && !failed2, "the switch made the engine fail over");
+    assert!(
+        started.elapsed().as_secs() < 25,
+        "the switch waited for masks"
+    );
+    assert_eq!(l1, l2, "left differs between block sizes");
+    assert_eq!(r1, r2, "right differs between block sizes");
+    // Independent masks really differ from the linked ones after the switch: the channels
+    // have different levels, so the synthetic model attenuates them differently.
+    let (l3, _, _) = run_with_switch(cfg, &x, 480, usize::MAX);
+    let lat = 3 * 480 + 4 * 480; // well past the switch plus the latency
+    assert_eq!(
+        l1[..48_000],
+        l3[..48_000],
+        "output before the switch changed"
+    );
+    assert!(
+        l1[48_000 + lat..]
+            .iter()
+            .zip(&l3[48_000 + lat..])
+            .any(|(a, b)| a != b),
+        "switching to independent masks changed nothing"
+    );
+}
+
+#[test]
+fn reset_gives_the_same_output_for_the_same_input() {
+    let x = noise(30_000, 31, 0.5);
+    for block in [64, 512] {
+        let cfg = EngineConfig::new(48_000, 512, 1, RunMode::Offline);
+        let (mut e, w) = start(cfg, &ModelChoice::Synthetic(2), 1).expect("starts");
+        // A slow worker leaves masks of the old stream in flight across the reset.
+        w.shared()
+            .throttle_us
+            .store(300, std::sync::atomic::Ordering::Relaxed);
+        e.set_params_immediate(EngineParams::default());
+        let a = run(&mut e, &x, &[block]);
+        // Reset mid-stream too: masks in flight from before must not leak into the new run.
+        e.reset();
+        let other = noise(5_000, 32, 0.9);
+        let _ = run(&mut e, &other, &[block]);
+        e.reset();
+        let b = run(&mut e, &x, &[block]);
+        e.reset();
+        let c = run(&mut e, &x, &[block]);
+        assert_eq!(a, b, "block {block}: output after reset differs");
+        assert_eq!(a, c, "block {block}: output after a second reset differs");
+    }
+}
+
+#[test]
+fn realtime_with_a_failed_worker_is_delayed_dry() {
+    let cfg = EngineConfig::new(48_000, 256, 1, RunMode::Realtime);
+    let model = ModelChoice::Dfn3Dir("/nonexistent/voxsift-model".into());
+    let spec = model.spec();
+    let mut e = Engine::new(
+        cfg,
+        spec.lookahead,
+        voxsift::worker::resampler_lag(48_000, &spec),
+    );
+    let (w, link) = voxsift::worker::Worker::spawn(&cfg, spec, model.factory(1, 1));
+    e.connect(link);
+    let _ = w.wait_ready(std::time::Duration::from_secs(10));
+    e.set_params_immediate(EngineParams::default());
+    let x = noise(48_000, 41, 0.5);
+    let y = run(&mut e, &x, &[256]);
+    assert!(e.is_failed(), "the engine did not notice the failed worker");
+    let l = e.latency_samples();
+    // After the 20 ms wet ramp the output is the input delayed by the latency, bit for bit.
+    let from = l + 4_800;
+    assert_eq!(y[from..], x[from - l..x.len() - l]);
+}

@@ -55,7 +55,7 @@ pub struct EngineConfig {
     pub max_block: usize,
     /// Number of audio channels.
     pub channels: usize,
-    /// Linked or independent masks.
+    /// Linked or independent masks at the start; [`Engine::set_channel_mode`] switches it.
     pub channel_mode: ChannelMode,
     /// Realtime or offline.
     pub run_mode: RunMode,
@@ -76,12 +76,11 @@ impl EngineConfig {
         }
     }
 
-    /// Number of mask (and model) streams: 1 when linked, one per channel otherwise.
+    /// Number of mask (and model) streams the rings and the model are built for: one per
+    /// channel, so the channel mode can change while running. When linked only stream 0 is
+    /// computed and its mask is copied to the others.
     pub fn mask_streams(&self) -> usize {
-        match self.channel_mode {
-            ChannelMode::Linked => 1,
-            ChannelMode::Independent => self.channels,
-        }
+        self.channels.max(1)
     }
 }
 
@@ -137,11 +136,53 @@ impl Latency {
     }
 }
 
+/// Hop and mask tags: the frame index, the engine's reset epoch and the channel mode.
+///
+/// A reset starts a new epoch so masks still in flight from before it are never applied to
+/// the new stream; a change of channel mode restarts the model's stream on the worker.
+pub mod tag {
+    /// Bits of the frame index.
+    const FRAME_BITS: u32 = 40;
+    /// Mask of the frame index.
+    const FRAME_MASK: u64 = (1 << FRAME_BITS) - 1;
+    /// Mask of the epoch after shifting.
+    const EPOCH_MASK: u64 = (1 << 22) - 1;
+    /// Set when the hop is the linked (channel-mean) signal.
+    const LINKED: u64 = 1 << 62;
+
+    /// Builds a tag.
+    pub fn make(epoch: u64, linked: bool, frame: u64) -> u64 {
+        ((epoch & EPOCH_MASK) << FRAME_BITS)
+            | (frame & FRAME_MASK)
+            | if linked { LINKED } else { 0 }
+    }
+
+    /// The frame index.
+    pub fn frame(tag: u64) -> u64 {
+        tag & FRAME_MASK
+    }
+
+    /// The epoch.
+    pub fn epoch(tag: u64) -> u64 {
+        (tag >> FRAME_BITS) & EPOCH_MASK
+    }
+
+    /// True for a linked hop.
+    pub fn linked(tag: u64) -> bool {
+        tag & LINKED != 0
+    }
+
+    /// The next epoch after `e`.
+    pub fn next_epoch(e: u64) -> u64 {
+        (e + 1) & EPOCH_MASK
+    }
+}
+
 /// The audio-thread half of the connection to a worker.
 pub struct WorkerLink {
-    /// Hops of analysis input, one frame per hop, tagged with the frame index.
+    /// Hops of analysis input, one frame per hop, tagged (see [`tag`]).
     pub hops: FrameProducer<f32>,
-    /// Mask frames back, tagged with the frame index.
+    /// Mask frames back, tagged like the hop they answer.
     pub masks: FrameConsumer<Complex32>,
     /// Status and counters shared with the worker.
     pub shared: Arc<Shared>,
@@ -207,6 +248,16 @@ pub struct Engine {
     next_synth: u64,
     /// Connection to the worker, if any.
     link: Option<WorkerLink>,
+    /// Reset epoch carried in every tag.
+    epoch: u64,
+    /// Current channel mode: true when one mask is computed from the channel mean.
+    linked: bool,
+    /// Channel mode of the last hop sent.
+    hop_linked: bool,
+    /// Frames `[start, end)` around a channel-mode switch, whose masks may never come because
+    /// the model's stream restarted after them: the last mask is held for them, without
+    /// waiting, so the result does not depend on timing.
+    gap: (u64, u64),
     /// Set when the worker failed or a wait timed out: output is the delayed dry signal.
     failed: bool,
     /// Current settings.
@@ -278,6 +329,10 @@ impl Engine {
             synthesized: 0,
             next_synth: 0,
             link: None,
+            epoch: 0,
+            linked: config.channel_mode == ChannelMode::Linked,
+            hop_linked: config.channel_mode == ChannelMode::Linked,
+            gap: (0, 0),
             failed: false,
             params: p,
             wet: Smoother::new(p.wet, ramp),
@@ -355,8 +410,20 @@ impl Engine {
         self.floor.reset(mask::floor_linear(p.floor_db));
     }
 
-    /// Clears all audio state. The worker is not reset here; see [`crate::worker::Worker`].
+    /// Switches between linked and independent masks; takes effect at the next hop (the
+    /// worker restarts the model's stream there, so there is no gap in the masks).
+    pub fn set_channel_mode(&mut self, mode: ChannelMode) {
+        self.linked = mode == ChannelMode::Linked;
+        self.config.channel_mode = mode;
+    }
+
+    /// Clears all audio state and starts a new epoch: masks computed before the reset are
+    /// discarded and the worker restarts the model's stream at the next hop, so the same
+    /// input after a reset gives the same output (offline).
     pub fn reset(&mut self) {
+        self.epoch = tag::next_epoch(self.epoch);
+        self.hop_linked = self.linked;
+        self.gap = (0, 0);
         for c in &mut self.input {
             c.fill(0.0);
         }
@@ -463,35 +530,55 @@ impl Engine {
             self.stft
                 .analyze(&self.frame, &mut self.spectra[base..base + bins]);
         }
-        // The newest hop, mixed down when linked.
+        // The newest hop: per channel, or the channel mean in stream 0 when linked.
         let streams = self.config.mask_streams();
         let start = (self.input_pos + win - hop) % win;
         for s in 0..streams {
             for k in 0..hop {
                 let idx = (start + k) % win;
-                self.hop_out[s * hop + k] = if streams == 1 {
+                self.hop_out[s * hop + k] = if !self.linked {
+                    self.input.get(s).map_or(0.0, |ch| ch[idx])
+                } else if s == 0 {
                     let sum: f32 = self.input[..channels].iter().map(|ch| ch[idx]).sum();
-                    sum / channels as f32
+                    sum / channels.max(1) as f32
                 } else {
-                    self.input[s][idx]
+                    0.0
                 };
             }
+        }
+        if self.linked != self.hop_linked {
+            // The worker restarts the model here; earlier frames still waiting for lookahead
+            // from this hop on will never get their mask.
+            self.hop_linked = self.linked;
+            let back = self.lookahead + self.latency.resampler.div_ceil(self.grid.hop) + 1;
+            self.gap = (f.saturating_sub(back as u64), f);
         }
         self.send_hop(f);
         self.analysed += 1;
     }
 
-    /// Sends a hop to the worker: in realtime a full ring drops the hop (counted); offline
-    /// waits for room.
+    /// True while the connected worker is still loading its model.
+    fn worker_starting(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.shared.state() == WorkerState::Starting)
+    }
+
+    /// Sends a hop to the worker: in realtime a full ring drops the hop (counted) and nothing
+    /// is sent while the model is still loading; offline waits for room.
     fn send_hop(&mut self, f: u64) {
         let offline = self.config.run_mode == RunMode::Offline;
+        if !offline && self.worker_starting() {
+            return;
+        }
+        let t = tag::make(self.epoch, self.linked, f);
         let Some(link) = self.link.as_mut() else {
             return;
         };
         if self.failed {
             return;
         }
-        if link.hops.try_push(f, &self.hop_out) {
+        if link.hops.try_push(t, &self.hop_out) {
             return;
         }
         if !offline {
@@ -500,7 +587,7 @@ impl Engine {
         }
         let start = Instant::now();
         loop {
-            if link.hops.try_push(f, &self.hop_out) {
+            if link.hops.try_push(t, &self.hop_out) {
                 return;
             }
             if Self::worker_gone(&link.shared) || start.elapsed() > OFFLINE_TIMEOUT {
@@ -530,15 +617,19 @@ impl Engine {
             return;
         };
         let per = self.masks.len() / self.slots;
-        while let Some(tag) = link.masks.peek_tag() {
-            if tag < self.synthesized || tag >= self.synthesized + self.slots as u64 {
+        while let Some(t) = link.masks.peek_tag() {
+            let f = tag::frame(t);
+            if tag::epoch(t) != self.epoch
+                || f < self.synthesized
+                || f >= self.synthesized + self.slots as u64
+            {
                 link.masks.skip();
                 continue;
             }
-            let slot = (tag % self.slots as u64) as usize;
+            let slot = (f % self.slots as u64) as usize;
             link.masks
                 .try_pop(&mut self.masks[slot * per..(slot + 1) * per]);
-            self.mask_tags[slot] = tag;
+            self.mask_tags[slot] = f;
         }
     }
 
@@ -553,7 +644,25 @@ impl Engine {
         if self.link.is_none() || self.failed {
             return;
         }
+        let offline = self.config.run_mode == RunMode::Offline;
+        if !offline && self.worker_starting() {
+            // Realtime while the model loads: unity mask, not counted as late.
+            return;
+        }
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|l| Self::worker_gone(&l.shared) && l.masks.peek_tag().is_none())
+        {
+            // The model failed to load or the worker died: delayed dry from here on.
+            self.fail_over();
+            return;
+        }
         self.drain_masks();
+        if (self.gap.0..self.gap.1).contains(&f) {
+            // Always the held mask here, whether or not one arrived: deterministic offline.
+            return;
+        }
         if !self.has_mask(f) && self.config.run_mode == RunMode::Offline {
             let start = Instant::now();
             while !self.has_mask(f) {
@@ -600,12 +709,12 @@ impl Engine {
             .floor
             .next_value_target(mask::floor_linear(self.params.floor_db));
         let slot = (f % self.slots as u64) as usize;
-        let streams = self.config.mask_streams();
         let ola_len = self.ola[0].len();
         // Frame f covers absolute samples [(f+1)H - N, (f+1)H); positions are offset by N.
         let first = (f + 1) * hop as u64; // absolute start + N
         for c in 0..channels {
-            let s = if streams == 1 { 0 } else { c };
+            // Linked masks arrive copied into every stream.
+            let s = c;
             for ((g, m), _) in self
                 .gains
                 .iter_mut()

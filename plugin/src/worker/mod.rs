@@ -284,7 +284,8 @@ fn run(
             std::thread::sleep(Duration::from_micros(throttle as u64));
         }
         if expected != Some(tag) {
-            // First hop, or hops were dropped: start the stream again from here.
+            // First hop, hops were dropped, the engine was reset (new epoch) or the channel
+            // mode changed: start the stream again from here.
             model.reset();
             if let Some(r) = resampler.as_mut() {
                 r.reset();
@@ -294,9 +295,12 @@ fn run(
             next_emit = 0;
         }
         expected = Some(tag + 1);
+        // Linked: stream 0 holds the channel mean and is the only one computed.
+        let linked = crate::engine::tag::linked(tag);
+        let active = if linked { 1 } else { streams };
         // Feed the model, collecting its masks by model frame.
         if resampler.is_none() {
-            for (s, p) in pending.iter_mut().enumerate() {
+            for (s, p) in pending.iter_mut().enumerate().take(active) {
                 let hop = &hop_buf[s * grid.hop..(s + 1) * grid.hop];
                 if let Some(g) = model.push_hop(s, hop, &mut model_mask)? {
                     p.slot(g).copy_from_slice(&model_mask);
@@ -312,6 +316,9 @@ fn run(
             })?;
             for (s, p) in pending.iter_mut().enumerate() {
                 while r.pop(s, &mut model_hop) {
+                    if s >= active {
+                        continue;
+                    }
                     if let Some(g) = model.push_hop(s, &model_hop, &mut model_mask)? {
                         p.slot(g).copy_from_slice(&model_mask);
                     }
@@ -321,11 +328,13 @@ fn run(
         // Emit every host frame whose model frame is ready in all streams.
         loop {
             let g = model_frame(&grid, &spec, next_emit);
-            if !pending.iter().all(|p| p.get(g).is_some()) {
+            if !pending[..active].iter().all(|p| p.get(g).is_some()) {
                 break;
             }
-            for (s, p) in pending.iter().enumerate() {
-                let Some(m) = p.get(g) else { break };
+            for s in 0..streams {
+                let Some(m) = pending[if linked { 0 } else { s }].get(g) else {
+                    break;
+                };
                 for ((o, &(j, w)), _) in out[s * grid.bins..(s + 1) * grid.bins]
                     .iter_mut()
                     .zip(&map)

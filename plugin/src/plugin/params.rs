@@ -1,0 +1,113 @@
+//! The plugin's parameters. The engine ramps wet and output gain over 20 ms and beta and the
+//! floor per STFT frame, so values are read unsmoothed here and handed to it; with sample
+//! accurate automation the host's block is split at each change.
+
+use crate::engine::{ChannelMode, EngineParams};
+use nice_plug::prelude::*;
+
+/// The bottom of the floor range, shown as "Off": no floor at all.
+pub const FLOOR_OFF_DB: f32 = -80.0;
+
+/// Everything the host can automate and save. Allocated once when the plugin is created.
+#[derive(Params)]
+pub struct VoxsiftParams {
+    /// Wet/dry mix, 0..=1 (shown in %).
+    #[id = "wet"]
+    pub wet: FloatParam,
+    /// Mask sharpness on the power ratio, 0.5..=4 (1 = the model's mask as it is).
+    #[id = "beta"]
+    pub beta: FloatParam,
+    /// Attenuation floor in dB; [`FLOOR_OFF_DB`] means off.
+    #[id = "floor"]
+    pub floor_db: FloatParam,
+    /// One mask for all channels (from their mean) instead of one per channel.
+    #[id = "link"]
+    pub link: BoolParam,
+    /// Output gain in dB.
+    #[id = "gain"]
+    pub gain_db: FloatParam,
+    /// Click-free bypass that keeps the latency.
+    #[id = "bypass"]
+    pub bypass: BoolParam,
+}
+
+impl Default for VoxsiftParams {
+    fn default() -> Self {
+        let d = EngineParams::default();
+        Self {
+            wet: FloatParam::new("Wet", d.wet, FloatRange::Linear { min: 0.0, max: 1.0 })
+                .with_unit(" %")
+                .with_value_to_string(formatters::v2s_f32_percentage(0))
+                .with_string_to_value(formatters::s2v_f32_percentage()),
+            beta: FloatParam::new(
+                "Beta",
+                d.beta,
+                FloatRange::Skewed {
+                    min: 0.5,
+                    max: 4.0,
+                    factor: FloatRange::skew_factor(-1.0),
+                },
+            )
+            .with_value_to_string(formatters::v2s_f32_rounded(2)),
+            floor_db: FloatParam::new(
+                "Floor",
+                d.floor_db.unwrap_or(FLOOR_OFF_DB),
+                FloatRange::Linear {
+                    min: FLOOR_OFF_DB,
+                    max: 0.0,
+                },
+            )
+            .with_unit(" dB")
+            .with_value_to_string(std::sync::Arc::new(|v| {
+                if v <= FLOOR_OFF_DB {
+                    "Off".into()
+                } else {
+                    format!("{v:.1}")
+                }
+            }))
+            .with_string_to_value(std::sync::Arc::new(|s| {
+                let s = s.trim();
+                if s.eq_ignore_ascii_case("off") {
+                    Some(FLOOR_OFF_DB)
+                } else {
+                    s.trim_end_matches("dB").trim().parse().ok()
+                }
+            })),
+            link: BoolParam::new("Link channels", true),
+            gain_db: FloatParam::new(
+                "Output gain",
+                d.output_gain_db,
+                FloatRange::Linear {
+                    min: -24.0,
+                    max: 24.0,
+                },
+            )
+            .with_unit(" dB")
+            .with_step_size(0.1),
+            bypass: BoolParam::new("Bypass", d.bypass).make_bypass(),
+        }
+    }
+}
+
+impl VoxsiftParams {
+    /// The engine settings these values stand for. Allocation-free (audio thread).
+    pub fn engine_params(&self) -> EngineParams {
+        let floor = self.floor_db.value();
+        EngineParams {
+            wet: self.wet.value(),
+            beta: self.beta.value(),
+            floor_db: (floor > FLOOR_OFF_DB).then_some(floor),
+            output_gain_db: self.gain_db.value(),
+            bypass: self.bypass.value(),
+        }
+    }
+
+    /// The channel mode these values stand for.
+    pub fn channel_mode(&self) -> ChannelMode {
+        if self.link.value() {
+            ChannelMode::Linked
+        } else {
+            ChannelMode::Independent
+        }
+    }
+}

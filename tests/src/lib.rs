@@ -1,0 +1,1 @@
+//! Shared helpers for the host-level tests in `tests/tests/`.
