@@ -238,6 +238,11 @@ pub struct Engine {
     hop_out: Vec<f32>,
     /// Scratch: one synthesized frame (`win`).
     synth: Vec<f32>,
+    /// Magnitude of the gain applied to channel 0 in the last synthesized frame (`bins`),
+    /// for displays. Written per frame on the audio thread.
+    applied: Vec<f32>,
+    /// Energy of the delayed dry signal and of the output in the last `process` call.
+    block_energy: (f32, f32),
     /// Samples processed since the last reset.
     clock: u64,
     /// Frames analysed since the last reset.
@@ -324,6 +329,8 @@ impl Engine {
             gains: vec![Complex32::default(); grid.bins],
             hop_out: vec![0.0; streams * grid.hop],
             synth: vec![0.0; grid.win],
+            applied: vec![1.0; grid.bins],
+            block_energy: (0.0, 0.0),
             clock: 0,
             analysed: 0,
             synthesized: 0,
@@ -380,6 +387,23 @@ impl Engine {
         self.link.as_ref().map(|l| &l.shared)
     }
 
+    /// Magnitudes of the gains applied to channel 0 in the most recent frame, one per bin
+    /// (what the mask keeps, 1, and removes, 0), after beta and the floor; wet is not in it.
+    pub fn applied_gains(&self) -> &[f32] {
+        &self.applied
+    }
+
+    /// Frames synthesized since the last reset: a new [`Self::applied_gains`] column each.
+    pub fn frames_synthesized(&self) -> u64 {
+        self.synthesized
+    }
+
+    /// Sums of squares over the last `process` call, all channels: (delayed dry, output
+    /// before the output gain). Their ratio is the reduction being applied.
+    pub fn block_energy(&self) -> (f32, f32) {
+        self.block_energy
+    }
+
     /// True when the engine passes audio through because its worker failed or timed out.
     pub fn is_failed(&self) -> bool {
         self.failed
@@ -424,6 +448,8 @@ impl Engine {
         self.epoch = tag::next_epoch(self.epoch);
         self.hop_linked = self.linked;
         self.gap = (0, 0);
+        self.applied.fill(1.0);
+        self.block_energy = (0.0, 0.0);
         for c in &mut self.input {
             c.fill(0.0);
         }
@@ -472,6 +498,7 @@ impl Engine {
         let win = self.grid.win;
         let ola_len = self.ola[0].len();
         let latency = self.latency.total() as u64;
+        let (mut e_dry, mut e_out) = (0.0f32, 0.0f32);
         #[allow(clippy::needless_range_loop)] // sample-major over planar channels
         for i in 0..n {
             for c in 0..channels {
@@ -504,10 +531,13 @@ impl Engine {
                 } else {
                     wet * y + (1.0 - wet) * dry
                 };
+                e_dry += dry * dry;
+                e_out += mixed * mixed;
                 io[c][i] = if gain == 1.0 { mixed } else { mixed * gain };
             }
             self.clock += 1;
         }
+        self.block_energy = (e_dry, e_out);
         // Channels the engine was not configured for are silenced rather than left unprocessed.
         for ch in io.iter_mut().skip(channels) {
             ch.fill(0.0);
@@ -722,6 +752,11 @@ impl Engine {
                 .zip(0..bins)
             {
                 *g = mask::shape_gain(*m, beta, floor);
+            }
+            if c == 0 {
+                for (a, g) in self.applied.iter_mut().zip(&self.gains) {
+                    *a = g.norm();
+                }
             }
             let base = (slot * self.config.channels + c) * bins;
             for ((o, x), g) in self

@@ -9,6 +9,7 @@
 //! - If the runtime or the model fails to load, the engine passes audio through, delayed by
 //!   the reported latency, and [`PluginStatus`] says why.
 
+pub mod meters;
 pub mod params;
 
 use crate::engine::{Engine, EngineConfig, RunMode};
@@ -17,6 +18,7 @@ use crate::render::ModelChoice;
 use crate::runtime;
 use crate::status::{Shared, WorkerState};
 use crate::worker::{resampler_lag, Worker};
+use meters::{MeterWriter, Meters};
 use nice_plug::prelude::*;
 use params::VoxsiftParams;
 use std::num::NonZeroU32;
@@ -37,6 +39,10 @@ pub struct PluginStatus {
     pub sample_rate: AtomicU32,
     /// The running worker's shared status (state, message, counters), if active.
     pub worker: Mutex<Option<Arc<Shared>>>,
+    /// Name of the model of the current activation.
+    pub model: Mutex<String>,
+    /// Execution provider in use ("CPU", …).
+    pub provider: Mutex<String>,
 }
 
 impl PluginStatus {
@@ -61,6 +67,10 @@ pub struct Voxsift {
     params: Arc<VoxsiftParams>,
     /// Status for the editor.
     status: Arc<PluginStatus>,
+    /// Live levels and mask columns for the editor.
+    meters: Arc<Meters>,
+    /// The audio thread's meter publisher, built in `activate`.
+    meter_writer: Option<MeterWriter>,
     /// The engine, built in `activate`; `process` runs it.
     engine: Option<Engine>,
     /// The worker thread of the current activation.
@@ -73,6 +83,8 @@ impl Default for Voxsift {
         Self {
             params: Arc::new(VoxsiftParams::default()),
             status: Arc::new(PluginStatus::default()),
+            meters: Arc::new(Meters::default()),
+            meter_writer: None,
             engine: None,
             worker: None,
         }
@@ -132,6 +144,7 @@ impl Voxsift {
             w.stop();
         }
         self.engine = None;
+        self.meter_writer = None;
         if let Ok(mut w) = self.status.worker.lock() {
             *w = None;
         }
@@ -141,6 +154,11 @@ impl Voxsift {
     /// Status shared with the editor.
     pub fn status(&self) -> Arc<PluginStatus> {
         self.status.clone()
+    }
+
+    /// Meters shared with the editor.
+    pub fn meters(&self) -> Arc<Meters> {
+        self.meters.clone()
     }
 }
 
@@ -209,6 +227,12 @@ impl Plugin for Voxsift {
         if let Ok(mut w) = self.status.worker.lock() {
             *w = Some(worker.shared().clone());
         }
+        if let Ok(mut m) = self.status.model.lock() {
+            *m = spec.name.to_string();
+        }
+        if let Ok(mut p) = self.status.provider.lock() {
+            *p = "CPU".to_string();
+        }
         engine.connect(link);
         let latency = engine.latency_samples() as u32;
         context.set_latency_samples(latency);
@@ -216,6 +240,7 @@ impl Plugin for Voxsift {
         self.status
             .sample_rate
             .store(sample_rate, Ordering::Relaxed);
+        self.meter_writer = Some(MeterWriter::new(engine.grid(), &self.meters));
         self.engine = Some(engine);
         self.worker = Some(worker);
         true
@@ -225,6 +250,9 @@ impl Plugin for Voxsift {
         if let Some(e) = self.engine.as_mut() {
             e.set_params_immediate(self.params.engine_params());
             e.reset();
+        }
+        if let Some(m) = self.meter_writer.as_mut() {
+            m.reset();
         }
     }
 
@@ -239,7 +267,13 @@ impl Plugin for Voxsift {
         };
         engine.set_params(self.params.engine_params());
         engine.set_channel_mode(self.params.channel_mode());
-        engine.process(buffer.as_slice());
+        let n = buffer.samples();
+        let io = buffer.as_slice();
+        let in_peak = meters::peak(io);
+        engine.process(io);
+        if let Some(m) = self.meter_writer.as_mut() {
+            m.update(n, in_peak, meters::peak(io), engine, &self.meters);
+        }
         // Keep running while the delayed signal is still coming out.
         ProcessStatus::Tail(engine.latency_samples() as u32)
     }
