@@ -22,15 +22,39 @@ Commands:
         xtask/python/make_stateful.py: models/dfn3/*.onnx -> models/dfn3/stateful/, checked
         against the original graphs.
   test [ARGS...]
-        fetch-runtime, then `cargo test --workspace ARGS...` with VOXSIFT_ORT_LIB set.
+        fetch-runtime, bundle the plugin for the host tests in tests/ (as `bundle voxsift
+        --features assert_process_allocs`: debug, aborting on allocations in `process`), then
+        `cargo test --workspace ARGS...` with VOXSIFT_ORT_LIB set.
+  bundle [voxsift | -p voxsift] [--gpu] [--release] [CARGO ARGS...]
+        fetch-runtime (with --gpu: the GPU runtime, CUDA provider included), build the plugin
+        with nice-plug-xtask (`cargo build -p voxsift CARGO ARGS...`, e.g. --release,
+        --profile NAME, --features assert_process_allocs) and bundle it as
+        target/bundled/Voxsift.clap and target/bundled/Voxsift.vst3 (plus the CLI as
+        target/bundled/Voxsift), then put the ONNX Runtime libraries where the plugin looks for
+        them, beside its own shared object: beside Voxsift.clap in target/bundled/ and in
+        Voxsift.vst3/Contents/<arch>-linux/ (macOS: Contents/MacOS/, Windows:
+        Contents/x86_64-win/). The runtime's LICENSE and ThirdPartyNotices.txt go beside them
+        in target/bundled/ and in Voxsift.vst3/Contents/Resources/, named onnxruntime-*.
+  install [--no-build] [--gpu] [--release] [CARGO ARGS...]
+        bundle (unless --no-build), then copy Voxsift.vst3 into ~/.vst3/ and Voxsift.clap into
+        ~/.clap/ (macOS: ~/Library/Audio/Plug-Ins/{VST3,CLAP}/, Windows:
+        %LOCALAPPDATA%/Programs/Common/{VST3,CLAP}/), replacing an old copy by rename. A CLAP
+        on Linux and Windows is a single file, so the ONNX Runtime libraries
+        (libonnxruntime.so, libonnxruntime_providers_shared.so and, with --gpu,
+        libonnxruntime_providers_cuda.so) are copied beside it into ~/.clap/ itself, shared
+        with anything else there: they replace files of the same name. The VST3 carries its
+        own copy inside the bundle. Honours $HOME.
   demo
-        fetch-runtime, build the release CLI and render demo/demo_mix.flac to
-        demo/demo_isolated.wav.
+        fetch-runtime, build and bundle the plugins and the CLI (as `bundle voxsift
+        --release`), and render demo/demo_mix.flac to demo/demo_isolated.wav with the CLI.
   help
         Show this text.
 ";
 
 const ORT_VERSION: &str = "1.31.1";
+
+/// The workspace's plugin package (`plugin/`), what `install` and `demo` bundle.
+const PLUGIN_PACKAGE: &str = "voxsift";
 
 /// sha256 of the onnxruntime wheels checked by hand, by file name (all from PyPI).
 const PINNED_WHEELS: &[(&str, &str)] = &[
@@ -130,7 +154,17 @@ fn try_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "test" => {
-            let lib = fetch_runtime(&root, false, false)?;
+            // The host tests in tests/ load target/bundled/Voxsift.{clap,vst3}.
+            let built = bundle(
+                &root,
+                &[PLUGIN_PACKAGE.to_string()],
+                false,
+                &[
+                    "--features".to_string(),
+                    "assert_process_allocs".to_string(),
+                ],
+            )?;
+            let lib = built.runtime_lib;
             let mut c = Command::new(cargo());
             c.current_dir(&root)
                 .args(["test", "--workspace"])
@@ -138,18 +172,41 @@ fn try_main() -> Result<ExitCode> {
                 .env("VOXSIFT_ORT_LIB", &lib);
             exit_code(&mut c)
         }
+        "bundle" => {
+            let (packages, args) = split_packages(rest)?;
+            let (gpu, args) = take_flag(args, "--gpu");
+            bundle(&root, &packages, gpu, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "install" => {
+            let (no_build, args) = take_flag(rest.to_vec(), "--no-build");
+            let (gpu, args) = take_flag(args, "--gpu");
+            if no_build {
+                ensure!(
+                    !gpu,
+                    "install --no-build installs the runtime already in target/bundled; run \
+                     `cargo xtask bundle voxsift --gpu --release` first instead of passing --gpu"
+                );
+                // `--release` is accepted (and means nothing) so the same line works either way.
+                if let Some(a) = args.iter().find(|a| *a != "--release") {
+                    bail!("install --no-build takes no cargo options, got {a}\n\n{USAGE}");
+                }
+            }
+            install(&root, no_build, gpu, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "demo" => {
             ensure!(rest.is_empty(), "demo takes no options\n\n{USAGE}");
-            let lib = fetch_runtime(&root, false, false)?;
-            let mut build = Command::new(cargo());
-            build
-                .current_dir(&root)
-                .args(["build", "--release", "-p", "voxsift"]);
-            run(&mut build)?;
-            let target = env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-            let exe = target
+            let built = bundle(
+                &root,
+                &[PLUGIN_PACKAGE.to_string()],
+                false,
+                &["--release".to_string()],
+            )?;
+            let exe = built
+                .target_dir
                 .join("release")
-                .join(format!("voxsift{}", env::consts::EXE_SUFFIX));
+                .join(format!("{PLUGIN_PACKAGE}{}", env::consts::EXE_SUFFIX));
             let mut render = Command::new(exe);
             render
                 .current_dir(&root)
@@ -160,7 +217,7 @@ fn try_main() -> Result<ExitCode> {
                     "demo/demo_isolated.wav",
                     "--force",
                 ])
-                .env("VOXSIFT_ORT_LIB", &lib);
+                .env("VOXSIFT_ORT_LIB", &built.runtime_lib);
             exit_code(&mut render)
         }
         "help" | "-h" | "--help" => {
@@ -381,4 +438,473 @@ fn stateful_models(root: &Path) -> Result<()> {
         .current_dir(root)
         .arg(root.join("xtask").join("python").join("make_stateful.py")))
     .context("make_stateful.py failed")
+}
+
+/// `bundle`'s package list: `-p PKG`... or one leading package name, else the plugin; the rest
+/// of the arguments go to cargo.
+fn split_packages(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let mut packages = Vec::new();
+    let mut i = 0;
+    while args.get(i).is_some_and(|a| a == "-p" || a == "--package") {
+        let package = args
+            .get(i + 1)
+            .with_context(|| format!("bundle: missing package name after -p\n\n{USAGE}"))?;
+        packages.push(package.clone());
+        i += 2;
+    }
+    if packages.is_empty() {
+        match args.first() {
+            Some(a) if !a.starts_with('-') => {
+                packages.push(a.clone());
+                i = 1;
+            }
+            _ => packages.push(PLUGIN_PACKAGE.to_string()),
+        }
+    }
+    let rest = args[i..].to_vec();
+    if let Some(a) = rest.iter().find(|a| {
+        *a == "-p" || *a == "--package" || a.starts_with("--package=") || a.starts_with("-p")
+    }) {
+        bail!(
+            "bundle: put the packages first (`bundle -p A -p B ...`), found {a} later\n\n{USAGE}"
+        );
+    }
+    for a in &rest {
+        ensure!(
+            a != "--target" && !a.starts_with("--target="),
+            "bundle: {a} (cross compiling) is not supported: the ONNX Runtime put in the \
+             bundles is the one for this machine"
+        );
+    }
+    Ok((packages, rest))
+}
+
+/// Removes every `flag` from `args`; says whether there was one.
+fn take_flag(args: Vec<String>, flag: &str) -> (bool, Vec<String>) {
+    let before = args.len();
+    let rest: Vec<String> = args.into_iter().filter(|a| a != flag).collect();
+    (rest.len() != before, rest)
+}
+
+/// What `bundle` made.
+struct Built {
+    /// Cargo's target folder.
+    target_dir: PathBuf,
+    /// The fetched ONNX Runtime library (under `runtime/`).
+    runtime_lib: PathBuf,
+}
+
+/// Where one package's bundles are, for this platform, under `target/bundled/`.
+struct BundleLayout {
+    /// `Name.clap`: a file on Linux and Windows, a folder on macOS.
+    clap: PathBuf,
+    /// The folder holding the CLAP's shared object.
+    clap_lib_dir: PathBuf,
+    /// The folder for the runtime's licence files that go with the CLAP.
+    clap_notice_dir: PathBuf,
+    /// `Name.vst3`, a folder.
+    vst3: PathBuf,
+    /// The folder in the VST3 holding its shared object.
+    vst3_lib_dir: PathBuf,
+    /// `Name.vst3/Contents/Resources`.
+    vst3_notice_dir: PathBuf,
+}
+
+impl BundleLayout {
+    /// The layout nice-plug-xtask writes for a native build (see its `clap_bundle_library_name`
+    /// and `vst3_bundle_library_name`).
+    fn new(bundled: &Path, name: &str) -> Result<Self> {
+        let clap = bundled.join(format!("{name}.clap"));
+        let vst3 = bundled.join(format!("{name}.vst3"));
+        let contents = vst3.join("Contents");
+        let arch = env::consts::ARCH;
+        let vst3_arch = if cfg!(target_os = "macos") {
+            "MacOS"
+        } else if cfg!(windows) {
+            match arch {
+                "x86" => "x86-win",
+                "x86_64" => "x86_64-win",
+                "aarch64" => "arm_64-win",
+                _ => bail!("no VST3 folder name known for Windows on {arch}"),
+            }
+        } else {
+            match arch {
+                "x86" => "i386-linux",
+                "x86_64" => "x86_64-linux",
+                "aarch64" => "aarch64-linux",
+                "riscv64" => "riscv64-linux",
+                _ => bail!(
+                    "no VST3 folder name known for {} on {arch}",
+                    env::consts::OS
+                ),
+            }
+        };
+        let (clap_lib_dir, clap_notice_dir) = if cfg!(target_os = "macos") {
+            (
+                clap.join("Contents").join("MacOS"),
+                clap.join("Contents").join("Resources"),
+            )
+        } else {
+            (bundled.to_path_buf(), bundled.to_path_buf())
+        };
+        Ok(Self {
+            clap,
+            clap_lib_dir,
+            clap_notice_dir,
+            vst3_lib_dir: contents.join(vst3_arch),
+            vst3_notice_dir: contents.join("Resources"),
+            vst3,
+        })
+    }
+}
+
+/// Cargo's target folder for this workspace (honours `CARGO_TARGET_DIR` and cargo config).
+fn target_dir(root: &Path) -> Result<PathBuf> {
+    let meta = cargo_metadata::MetadataCommand::new()
+        .manifest_path(root.join("Cargo.toml"))
+        .no_deps()
+        .exec()
+        .context("`cargo metadata` failed")?;
+    Ok(meta.target_directory.into_std_path_buf())
+}
+
+/// The bundle name of `package` from `bundler.toml` (`[package] name = "..."`), as
+/// nice-plug-xtask reads it; the package name if it has none.
+fn bundle_name(root: &Path, package: &str) -> Result<String> {
+    let path = root.join("bundler.toml");
+    if !path.exists() {
+        return Ok(package.to_string());
+    }
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    Ok(table
+        .get(package)
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or(package)
+        .to_string())
+}
+
+/// Every runtime library name a bundle can hold (to clear the ones of the other runtime).
+fn runtime_lib_names() -> Vec<&'static str> {
+    let (_, link, cpu_extra, gpu_extra) = LIBS;
+    std::iter::once(link)
+        .chain(cpu_extra.iter().copied())
+        .chain(gpu_extra.iter().copied())
+        .collect()
+}
+
+/// A file to copy: where it is, and its name where it goes.
+type FileCopy = (PathBuf, String);
+
+/// The files of the fetched runtime in `dir` that go beside the plugin: the libraries, and
+/// the licence files.
+fn runtime_files(dir: &Path, gpu: bool) -> Result<(Vec<FileCopy>, Vec<FileCopy>)> {
+    let (_, link, cpu_extra, gpu_extra) = LIBS;
+    // The loader looks for `link`; copying it (following the link) gives a plain file.
+    let mut libs = vec![(dir.join(link), link.to_string())];
+    libs.extend(
+        cpu_extra
+            .iter()
+            .map(|f| (dir.join(f), f.to_string()))
+            .filter(|(p, _)| p.is_file()),
+    );
+    if gpu {
+        for f in gpu_extra {
+            let p = dir.join(f);
+            ensure!(
+                p.is_file(),
+                "{} is missing; run `cargo xtask fetch-runtime --gpu`",
+                p.display()
+            );
+            libs.push((p, f.to_string()));
+        }
+    }
+    let notices = WHEEL_NOTICES
+        .iter()
+        .filter_map(|m| m.rsplit('/').next())
+        .map(|f| (dir.join(f), format!("onnxruntime-{f}")))
+        .filter(|(p, _)| p.is_file())
+        .collect();
+    Ok((libs, notices))
+}
+
+/// Puts the runtime `libs` into `lib_dir` (removing libraries of the other runtime there)
+/// and the licence files into `notice_dir`.
+fn place_runtime(
+    libs: &[FileCopy],
+    notices: &[FileCopy],
+    lib_dir: &Path,
+    notice_dir: &Path,
+) -> Result<()> {
+    for name in runtime_lib_names() {
+        if !libs.iter().any(|(_, n)| n == name) {
+            remove_any(&lib_dir.join(name))?;
+        }
+    }
+    for (dir, files) in [(lib_dir, libs), (notice_dir, notices)] {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (src, name) in files {
+            replace_file(src, &dir.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds `packages` and bundles them with nice-plug-xtask (as `cargo xtask bundle` would,
+/// with `cargo_args` going to `cargo build`), after fetching the runtime, then puts the
+/// runtime into each CLAP and VST3 bundle beside the plugin's shared object.
+fn bundle(root: &Path, packages: &[String], gpu: bool, cargo_args: &[String]) -> Result<Built> {
+    let runtime_lib = fetch_runtime(root, gpu, false)?;
+    let runtime_dir = runtime_lib
+        .parent()
+        .context("the runtime library has no folder")?;
+    let (libs, notices) = runtime_files(runtime_dir, gpu)?;
+
+    // nice-plug-xtask runs cargo and reads bundler.toml in the current folder.
+    env::set_current_dir(root).with_context(|| format!("cannot change to {}", root.display()))?;
+    let target = target_dir(root)?;
+    nice_plug_xtask::build(packages, cargo_args)?;
+
+    let bundled = target.join("bundled");
+    for package in packages {
+        let name = bundle_name(root, package)?;
+        let layout = BundleLayout::new(&bundled, &name)?;
+        // So that a bundle the new build no longer makes does not linger from an old one.
+        remove_any(&layout.clap)?;
+        remove_any(&layout.vst3)?;
+        nice_plug_xtask::bundle(&target, package, cargo_args, false)
+            .with_context(|| format!("nice-plug-xtask could not bundle {package}"))?;
+
+        let clap = layout.clap.exists();
+        let vst3 = layout.vst3.is_dir();
+        ensure!(
+            clap || vst3,
+            "{package}'s library exports neither clap_entry nor GetPluginFactory, so no plugin \
+             bundle was made (are nice_export_clap!/nice_export_vst3! in place?)"
+        );
+        let runtime_kind = if gpu { "GPU" } else { "CPU" };
+        if clap {
+            place_runtime(
+                &libs,
+                &notices,
+                &layout.clap_lib_dir,
+                &layout.clap_notice_dir,
+            )?;
+            println!(
+                "CLAP: {} (ONNX Runtime {ORT_VERSION} {runtime_kind} in {})",
+                layout.clap.display(),
+                layout.clap_lib_dir.display()
+            );
+        } else {
+            println!("warning: no CLAP bundle: {package} does not export clap_entry");
+        }
+        if vst3 {
+            place_runtime(
+                &libs,
+                &notices,
+                &layout.vst3_lib_dir,
+                &layout.vst3_notice_dir,
+            )?;
+            println!(
+                "VST3: {} (ONNX Runtime {ORT_VERSION} {runtime_kind} in {})",
+                layout.vst3.display(),
+                layout.vst3_lib_dir.display()
+            );
+        } else {
+            println!("warning: no VST3 bundle: {package} does not export GetPluginFactory");
+        }
+    }
+    Ok(Built {
+        target_dir: target,
+        runtime_lib,
+    })
+}
+
+/// The user's CLAP and VST3 folders for this platform.
+fn plugin_dirs() -> Result<(PathBuf, PathBuf)> {
+    if cfg!(windows) {
+        let local = env::var_os("LOCALAPPDATA")
+            .filter(|v| !v.is_empty())
+            .context("%LOCALAPPDATA% is not set")?;
+        let common = PathBuf::from(local).join("Programs").join("Common");
+        return Ok((common.join("CLAP"), common.join("VST3")));
+    }
+    let home = PathBuf::from(
+        env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .context("$HOME is not set")?,
+    );
+    if cfg!(target_os = "macos") {
+        let plugins = home.join("Library").join("Audio").join("Plug-Ins");
+        Ok((plugins.join("CLAP"), plugins.join("VST3")))
+    } else {
+        Ok((home.join(".clap"), home.join(".vst3")))
+    }
+}
+
+/// Bundles the plugin (unless `no_build`) and copies its bundles into the user's plugin
+/// folders.
+fn install(root: &Path, no_build: bool, gpu: bool, cargo_args: &[String]) -> Result<()> {
+    let target = if no_build {
+        target_dir(root)?
+    } else {
+        bundle(root, &[PLUGIN_PACKAGE.to_string()], gpu, cargo_args)?.target_dir
+    };
+    let bundled = target.join("bundled");
+    let name = bundle_name(root, PLUGIN_PACKAGE)?;
+    let layout = BundleLayout::new(&bundled, &name)?;
+    let clap = layout.clap.exists();
+    let vst3 = layout.vst3.is_dir();
+    ensure!(
+        clap || vst3,
+        "no {name}.clap or {name}.vst3 in {}: run `cargo xtask bundle {PLUGIN_PACKAGE} --release` \
+         first, or drop --no-build",
+        bundled.display()
+    );
+    let (clap_dir, vst3_dir) = plugin_dirs()?;
+
+    if vst3 {
+        fs::create_dir_all(&vst3_dir)
+            .with_context(|| format!("cannot create {}", vst3_dir.display()))?;
+        let dest = vst3_dir.join(format!("{name}.vst3"));
+        replace_dir(&layout.vst3, &dest)?;
+        println!("installed {}", dest.display());
+    } else {
+        println!(
+            "warning: no {name}.vst3 in {}; VST3 not installed",
+            bundled.display()
+        );
+    }
+
+    if clap {
+        fs::create_dir_all(&clap_dir)
+            .with_context(|| format!("cannot create {}", clap_dir.display()))?;
+        let dest = clap_dir.join(format!("{name}.clap"));
+        if layout.clap.is_dir() {
+            // A macOS bundle carries its runtime inside.
+            replace_dir(&layout.clap, &dest)?;
+        } else {
+            // A single file: the runtime goes beside it in the shared CLAP folder, before the
+            // plugin, so a host never finds the new plugin without its runtime.
+            let (_, link, _, _) = LIBS;
+            ensure!(
+                layout.clap_lib_dir.join(link).is_file(),
+                "{} has no {link} beside {name}.clap; run `cargo xtask bundle {PLUGIN_PACKAGE} \
+                 --release` again",
+                layout.clap_lib_dir.display()
+            );
+            for lib in runtime_lib_names() {
+                let src = layout.clap_lib_dir.join(lib);
+                let dst = clap_dir.join(lib);
+                if src.is_file() {
+                    replace_file(&src, &dst)?;
+                    println!("installed {}", dst.display());
+                } else if dst.exists() {
+                    println!(
+                        "note: left {} in place (from an earlier install or another plugin; \
+                         this build does not use it)",
+                        dst.display()
+                    );
+                }
+            }
+            replace_file(&layout.clap, &dest)?;
+        }
+        println!("installed {}", dest.display());
+    } else {
+        println!(
+            "warning: no {name}.clap in {}; CLAP not installed",
+            bundled.display()
+        );
+    }
+    Ok(())
+}
+
+/// `path` with `.NAME.tag` as its name: a scratch name beside it.
+fn scratch_name(path: &Path, tag: &str) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    Ok(path.with_file_name(format!(".{}.{tag}", name.to_string_lossy())))
+}
+
+/// Removes a file, link or folder if it is there.
+fn remove_any(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+    .with_context(|| format!("cannot remove {}", path.display()))
+}
+
+/// Copies `src` (following links) to `dst` by way of a scratch name beside `dst` and a
+/// rename, so whoever has the old file open or loaded keeps it whole.
+fn replace_file(src: &Path, dst: &Path) -> Result<()> {
+    let tmp = scratch_name(dst, "tmp")?;
+    remove_any(&tmp)?;
+    fs::copy(src, &tmp)
+        .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
+    if let Err(e) = fs::rename(&tmp, dst) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()));
+    }
+    Ok(())
+}
+
+/// Copies the folder `src` to `dst`, following links.
+fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+    fs::create_dir_all(dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    for entry in fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
+        let from = entry
+            .with_context(|| format!("cannot read {}", src.display()))?
+            .path();
+        let Some(name) = from.file_name() else {
+            continue;
+        };
+        let to = dst.join(name);
+        if from.is_dir() {
+            copy_dir(&from, &to)?;
+        } else {
+            fs::copy(&from, &to)
+                .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the folder `dst` with a copy of `src`: copied under a scratch name, then the old
+/// one renamed away and the new one renamed into place (and the old one put back if that
+/// fails).
+fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
+    let tmp = scratch_name(dst, "tmp")?;
+    let old = scratch_name(dst, "old")?;
+    remove_any(&tmp)?;
+    remove_any(&old)?;
+    copy_dir(src, &tmp)?;
+    let had_old = fs::symlink_metadata(dst).is_ok();
+    if had_old {
+        fs::rename(dst, &old).with_context(|| format!("cannot move {} aside", dst.display()))?;
+    }
+    if let Err(e) = fs::rename(&tmp, dst) {
+        if had_old {
+            let _ = fs::rename(&old, dst);
+        }
+        return Err(e)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()));
+    }
+    if had_old {
+        if let Err(e) = remove_any(&old) {
+            println!("warning: {e:#}");
+        }
+    }
+    Ok(())
 }

@@ -637,8 +637,15 @@ impl Engine {
     fn fail_over(&mut self) {
         self.failed = true;
         let (w, g) = self.targets();
-        self.wet.set_target(w);
-        self.gain.set_target(g);
+        if self.clock < self.latency.total() as u64 {
+            // Nothing has come out yet: no ramp needed, the output is delayed dry from the
+            // first sample.
+            self.wet.reset(w);
+            self.gain.reset(g);
+        } else {
+            self.wet.set_target(w);
+            self.gain.set_target(g);
+        }
     }
 
     /// Moves every mask waiting in the ring into its slot; drops masks for past frames.

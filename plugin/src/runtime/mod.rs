@@ -184,11 +184,27 @@ pub fn init() -> Result<&'static RuntimeInfo, RuntimeError> {
         path: path.clone(),
         message,
     };
-    let builder = ort::init_from(&path).map_err(|e| load_err(e.to_string()))?;
-    let env = builder
-        .with_name("voxsift")
-        .build()
-        .map_err(|e| load_err(e.to_string()))?;
+    // ONNX Runtime starts a process-wide thread of its own here; a thread inherits its
+    // parent's name on Linux, so build the environment on a thread named for it rather than
+    // on whichever worker happens to load first.
+    let build = || -> Result<ort::environment::Environment, RuntimeError> {
+        let builder = ort::init_from(&path).map_err(|e| load_err(e.to_string()))?;
+        builder
+            .with_name("voxsift")
+            .build()
+            .map_err(|e| load_err(e.to_string()))
+    };
+    let env = std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("voxsift-ort".into())
+            .spawn_scoped(scope, build)
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(load_err("panicked while loading".into()))),
+            Err(_) => build(),
+        }
+    })?;
     let _ = ENV.set(env);
     Ok(LOADED.get_or_init(|| RuntimeInfo { path, version }))
 }
