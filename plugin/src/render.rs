@@ -6,6 +6,7 @@ use crate::engine::{ChannelMode, Engine, EngineConfig, EngineParams, RunMode};
 use crate::model::dfn3::{self, Dfn3};
 use crate::model::synthetic::SyntheticModel;
 use crate::model::{MaskModel, ModelError, ModelSpec};
+use crate::runtime::{Provider, SessionOptions};
 use crate::status::WorkerState;
 use crate::worker::{resampler_lag, ModelFactory, Worker};
 use std::path::PathBuf;
@@ -31,11 +32,23 @@ impl ModelChoice {
         }
     }
 
-    /// A factory that builds the model on the worker thread for `streams` streams.
+    /// A factory that builds the model on the worker thread for `streams` streams, on the CPU.
     pub fn factory(&self, streams: usize, threads: usize) -> ModelFactory {
+        self.factory_with(
+            streams,
+            SessionOptions {
+                threads,
+                ..SessionOptions::default()
+            },
+        )
+    }
+
+    /// A factory that builds the model on the worker thread for `streams` streams with the
+    /// given session options (execution provider, threads).
+    pub fn factory_with(&self, streams: usize, opts: SessionOptions) -> ModelFactory {
         match self.clone() {
             Self::Dfn3 => Box::new(move || {
-                Ok(Box::new(Dfn3::embedded(streams, threads)?) as Box<dyn MaskModel>)
+                Ok(Box::new(Dfn3::embedded_with(streams, &opts)?) as Box<dyn MaskModel>)
             }),
             Self::Dfn3Dir(dir) => Box::new(move || {
                 let [enc, erb_dec, df_dec] = dfn3::read_graphs(&dir)?;
@@ -44,7 +57,7 @@ impl ModelChoice {
                     erb_dec: &erb_dec,
                     df_dec: &df_dec,
                 };
-                Ok(Box::new(Dfn3::from_graphs(&g, streams, threads)?) as Box<dyn MaskModel>)
+                Ok(Box::new(Dfn3::from_graphs_with(&g, streams, &opts)?) as Box<dyn MaskModel>)
             }),
             Self::Synthetic(la) => Box::new(move || {
                 Ok(Box::new(SyntheticModel::new(streams, la)) as Box<dyn MaskModel>)
@@ -70,6 +83,8 @@ pub struct RenderOptions {
     pub model: ModelChoice,
     /// Intra-op threads for inference.
     pub threads: usize,
+    /// Execution provider asked for (CPU if it cannot start; see [`Rendered::notice`]).
+    pub provider: Provider,
     /// Worker hand-off budget in ms (see [`EngineConfig::handoff_ms`]).
     pub handoff_ms: f32,
 }
@@ -84,6 +99,7 @@ impl Default for RenderOptions {
             blocks: vec![512],
             model: ModelChoice::Dfn3,
             threads: 1,
+            provider: Provider::Cpu,
             handoff_ms: 2.5,
         }
     }
@@ -100,6 +116,10 @@ pub struct Rendered {
     pub late_masks: u64,
     /// Hops the worker could not take (realtime only).
     pub dropped_hops: u64,
+    /// What the model ran on.
+    pub provider: String,
+    /// A notice from loading the model (e.g. a provider fallback), if any.
+    pub notice: Option<String>,
     /// Time spent, in seconds.
     pub seconds: f64,
     /// Time the worker spent processing (resampling, inference, mask mapping), in seconds.
@@ -149,11 +169,30 @@ pub fn start(
     model: &ModelChoice,
     threads: usize,
 ) -> Result<(Engine, Worker), RenderError> {
+    start_with(
+        config,
+        model,
+        SessionOptions {
+            threads,
+            ..SessionOptions::default()
+        },
+    )
+}
+
+/// [`start`] with session options (execution provider, threads).
+pub fn start_with(
+    config: EngineConfig,
+    model: &ModelChoice,
+    opts: SessionOptions,
+) -> Result<(Engine, Worker), RenderError> {
     let spec = model.spec();
     let lag = resampler_lag(config.sample_rate, &spec);
     let mut engine = Engine::new(config, spec.lookahead, lag);
-    let (worker, link) =
-        Worker::spawn(&config, spec, model.factory(config.mask_streams(), threads));
+    let (worker, link) = Worker::spawn(
+        &config,
+        spec,
+        model.factory_with(config.mask_streams(), opts),
+    );
     if worker.wait_ready(Duration::from_secs(120)) != WorkerState::Running {
         return Err(RenderError::Model {
             model: spec.name.into(),
@@ -183,7 +222,14 @@ pub fn render(
     let channels = input.len();
     let len = input.iter().map(Vec::len).min().unwrap_or(0);
     let config = engine_config(sample_rate, channels, opts);
-    let (mut engine, mut worker) = start(config, &opts.model, opts.threads)?;
+    let (mut engine, mut worker) = start_with(
+        config,
+        &opts.model,
+        SessionOptions {
+            threads: opts.threads,
+            provider: opts.provider,
+        },
+    )?;
     engine.set_params_immediate(opts.params);
     let latency = engine.latency_samples();
     let total = len + latency;
@@ -239,6 +285,8 @@ pub fn render(
         dropped_hops: shared
             .dropped_hops
             .load(std::sync::atomic::Ordering::Relaxed),
+        provider: shared.provider(),
+        notice: Some(shared.message()).filter(|m| !m.is_empty()),
         seconds: start.elapsed().as_secs_f64(),
         worker_seconds: shared.busy_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9,
     })

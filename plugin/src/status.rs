@@ -42,6 +42,8 @@ pub struct Shared {
     pub throttle_us: AtomicU32,
     /// Why the worker failed, or what it fell back to. Never touched by the audio thread.
     message: Mutex<String>,
+    /// The execution provider the model runs on. Never touched by the audio thread.
+    provider: Mutex<String>,
 }
 
 impl Default for Shared {
@@ -56,6 +58,7 @@ impl Default for Shared {
             worker_load: AtomicF32::new(0.0),
             throttle_us: AtomicU32::new(0),
             message: Mutex::new(String::new()),
+            provider: Mutex::new(String::new()),
         }
     }
 }
@@ -92,5 +95,18 @@ impl Shared {
     /// The status message (never on the audio thread).
     pub fn message(&self) -> String {
         self.message.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Records the execution provider the model runs on (worker side).
+    pub fn set_provider(&self, provider: impl Into<String>) {
+        if let Ok(mut p) = self.provider.lock() {
+            *p = provider.into();
+        }
+    }
+
+    /// The execution provider the model runs on ("" until it is loaded; never on the audio
+    /// thread).
+    pub fn provider(&self) -> String {
+        self.provider.lock().map(|p| p.clone()).unwrap_or_default()
     }
 }

@@ -197,3 +197,32 @@ fn realtime_with_small_blocks_at_real_pace_has_no_late_masks() {
         r.late_masks
     );
 }
+
+#[test]
+fn a_provider_that_cannot_start_falls_back_to_the_cpu_and_says_why() {
+    use voxsift::runtime::Provider;
+    let x = noise(48_000, 5, 0.3);
+    let cpu = RenderOptions {
+        params: model_params(),
+        ..RenderOptions::default()
+    };
+    let a = render(std::slice::from_ref(&x), 48_000, &cpu, |_, _| {}).expect("cpu render");
+    assert_eq!(a.provider, "CPU");
+    assert_eq!(a.notice, None);
+    // Tests run on the CPU runtime build (no GPU here either): CUDA cannot start.
+    let cuda = RenderOptions {
+        provider: Provider::Cuda,
+        ..cpu.clone()
+    };
+    let b = render(std::slice::from_ref(&x), 48_000, &cuda, |_, _| {}).expect("cuda render");
+    assert_eq!(b.provider, "CPU", "ran on {} without a GPU", b.provider);
+    let notice = b.notice.expect("the fallback is reported");
+    assert!(
+        notice.contains("CUDA") && notice.contains("CPU"),
+        "unclear notice: {notice}"
+    );
+    assert_eq!(
+        a.channels, b.channels,
+        "the CPU fallback renders differently"
+    );
+}

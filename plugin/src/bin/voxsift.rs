@@ -80,6 +80,10 @@ struct RenderArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Execution provider: cpu, cuda, coreml or directml. One that cannot start falls back to
+    /// the CPU, and the reason is printed.
+    #[arg(long, default_value = "cpu")]
+    provider: voxsift::runtime::Provider,
     /// Overwrite the output if it exists.
     #[arg(short, long)]
     force: bool,
@@ -146,6 +150,7 @@ fn cmd_render(a: RenderArgs) -> Result<()> {
             .clone()
             .map_or(ModelChoice::Dfn3, ModelChoice::Dfn3Dir),
         threads: a.threads.max(1),
+        provider: a.provider,
         ..RenderOptions::default()
     };
     let bar = if a.quiet || input.duration_secs() < 5.0 {
@@ -161,6 +166,9 @@ fn cmd_render(a: RenderArgs) -> Result<()> {
     })
     .context("rendering")?;
     bar.finish_and_clear();
+    if let Some(notice) = &rendered.notice {
+        eprintln!("note: {notice}");
+    }
     let fmt = match a.bits {
         16 => SampleFormat::I16,
         24 => SampleFormat::I24,
@@ -171,13 +179,14 @@ fn cmd_render(a: RenderArgs) -> Result<()> {
     write_wav(&a.output, &out, fmt).with_context(|| format!("writing {}", a.output.display()))?;
     let secs = input.duration_secs();
     eprintln!(
-        "{} -> {}: {:.1} s of audio in {:.2} s ({:.1}x real time; worker real-time factor {:.4}), latency {} samples ({:.1} ms){}",
+        "{} -> {}: {:.1} s of audio in {:.2} s ({:.1}x real time; worker real-time factor {:.4} on {}), latency {} samples ({:.1} ms){}",
         a.input.display(),
         a.output.display(),
         secs,
         rendered.seconds,
         secs / rendered.seconds.max(1e-9),
         rendered.worker_seconds / secs.max(1e-9),
+        rendered.provider,
         rendered.latency,
         rendered.latency as f64 * 1000.0 / input.sample_rate as f64,
         if opts.run_mode == RunMode::Realtime {

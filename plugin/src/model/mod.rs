@@ -86,4 +86,15 @@ pub trait MaskModel: Send {
         hop: &[f32],
         mask: &mut [Complex32],
     ) -> Result<Option<u64>, ModelError>;
+
+    /// Where the model runs (execution provider name).
+    fn provider(&self) -> String {
+        "CPU".into()
+    }
+
+    /// Something the user should know about how the model was loaded (e.g. a GPU provider
+    /// that could not start, so it runs on the CPU).
+    fn notice(&self) -> Option<String> {
+        None
+    }
 }

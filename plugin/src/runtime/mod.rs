@@ -214,6 +214,165 @@ pub fn loaded() -> Option<&'static RuntimeInfo> {
     LOADED.get()
 }
 
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    /// ONNX Runtime's CPU provider (always there).
+    #[default]
+    Cpu,
+    /// NVIDIA CUDA (needs the `onnxruntime-gpu` runtime: `cargo xtask fetch-runtime --gpu`).
+    Cuda,
+    /// Apple CoreML.
+    CoreMl,
+    /// DirectML on Windows.
+    DirectMl,
+}
+
+impl Provider {
+    /// Every provider, in menu order.
+    pub const ALL: [Provider; 4] = [Self::Cpu, Self::Cuda, Self::CoreMl, Self::DirectMl];
+
+    /// The name shown to users.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPU",
+            Self::Cuda => "CUDA",
+            Self::CoreMl => "CoreML",
+            Self::DirectMl => "DirectML",
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            "coreml" => Ok(Self::CoreMl),
+            "directml" | "dml" => Ok(Self::DirectMl),
+            other => Err(format!(
+                "unknown execution provider '{other}' (cpu, cuda, coreml, directml)"
+            )),
+        }
+    }
+}
+
+/// How sessions are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Intra-op threads.
+    pub threads: usize,
+    /// The provider asked for; CPU is used if it cannot start.
+    pub provider: Provider,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            provider: Provider::Cpu,
+        }
+    }
+}
+
+/// A session and where it really runs.
+pub struct BuiltSession {
+    /// The session.
+    pub session: ort::session::Session,
+    /// The provider it runs on.
+    pub provider: Provider,
+    /// Why it does not run on the provider asked for, if it does not.
+    pub fallback: Option<String>,
+}
+
+/// A session on the provider in `opts`, falling back to the CPU (with the reason) when that
+/// provider cannot start: not in this runtime build, its libraries missing, no device.
+pub fn session_with(
+    graph: &str,
+    bytes: &[u8],
+    opts: &SessionOptions,
+) -> Result<BuiltSession, crate::model::ModelError> {
+    if opts.provider == Provider::Cpu {
+        return Ok(BuiltSession {
+            session: session(graph, bytes, opts.threads)?,
+            provider: Provider::Cpu,
+            fallback: None,
+        });
+    }
+    init()?;
+    let env = ENV.get().ok_or_else(|| crate::model::ModelError::Load {
+        graph: graph.into(),
+        message: "ONNX Runtime environment missing".into(),
+    })?;
+    use ort::ep::ExecutionProvider as _;
+    let (available, ep) = match opts.provider {
+        Provider::Cuda => (
+            ort::ep::CUDA::is_available(),
+            ort::ep::CUDA::default().build(),
+        ),
+        Provider::CoreMl => (
+            ort::ep::CoreML::is_available(),
+            ort::ep::CoreML::default().build(),
+        ),
+        Provider::DirectMl => (
+            ort::ep::DirectML::is_available(),
+            ort::ep::DirectML::default().build(),
+        ),
+        Provider::Cpu => unreachable!("handled above"),
+    };
+    let attempt = || -> Result<ort::session::Session, String> {
+        match available {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "this ONNX Runtime build has no {} provider{}",
+                    opts.provider,
+                    if opts.provider == Provider::Cuda {
+                        " (get the GPU runtime with `cargo xtask fetch-runtime --gpu`)"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        use ort::session::builder::GraphOptimizationLevel;
+        ort::session::Session::builder(env)
+            .map_err(|e| e.to_string())?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| e.to_string())?
+            .with_intra_threads(opts.threads.max(1))
+            .map_err(|e| e.to_string())?
+            .with_execution_providers([ep.error_on_failure()])
+            .map_err(|e| e.to_string())?
+            .commit_from_memory(bytes)
+            .map_err(|e| e.to_string())
+    };
+    match attempt() {
+        Ok(session) => Ok(BuiltSession {
+            session,
+            provider: opts.provider,
+            fallback: None,
+        }),
+        Err(why) => Ok(BuiltSession {
+            session: session(graph, bytes, opts.threads)?,
+            provider: Provider::Cpu,
+            fallback: Some(format!(
+                "{} could not start, running on the CPU: {why}",
+                opts.provider
+            )),
+        }),
+    }
+}
+
 /// A session from `bytes` with Voxsift's options: `threads` intra-op threads (1 by default),
 /// no spinning, full graph optimisation.
 pub fn session(

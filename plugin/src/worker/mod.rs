@@ -238,6 +238,10 @@ fn run(
     let grid = Grid::for_rate(cfg.sample_rate);
     let streams = cfg.mask_streams();
     let mut model = factory()?;
+    shared.set_provider(model.provider());
+    if let Some(notice) = model.notice() {
+        shared.set_message(notice);
+    }
     let mspec = model.spec();
     if mspec != spec {
         return Err(ModelError::Mismatch {

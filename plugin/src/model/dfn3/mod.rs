@@ -17,6 +17,7 @@ pub mod graph;
 
 use super::{MaskModel, ModelError, ModelSpec};
 use crate::engine::stft::{Grid, Stft};
+use crate::runtime::{Provider, SessionOptions};
 use features::Features;
 use graph::{Graph, Value, Values};
 use num_complex::Complex32;
@@ -96,6 +97,10 @@ struct Stream {
 
 /// DeepFilterNet3 on ONNX Runtime.
 pub struct Dfn3 {
+    /// Where the graphs run.
+    provider: Provider,
+    /// Why they do not run where asked, if so.
+    notice: Option<String>,
     /// Encoder.
     enc: Graph,
     /// ERB decoder.
@@ -124,26 +129,50 @@ impl Dfn3 {
         Self::from_graphs(&EMBEDDED, streams, threads)
     }
 
-    /// Loads stateful graphs from bytes.
+    /// Loads the embedded graphs with the given session options (provider, threads).
+    pub fn embedded_with(streams: usize, opts: &SessionOptions) -> Result<Self, ModelError> {
+        Self::from_graphs_with(&EMBEDDED, streams, opts)
+    }
+
+    /// Loads stateful graphs from bytes, on the CPU.
     pub fn from_graphs(g: &Graphs, streams: usize, threads: usize) -> Result<Self, ModelError> {
+        Self::from_graphs_with(
+            g,
+            streams,
+            &SessionOptions {
+                threads,
+                ..SessionOptions::default()
+            },
+        )
+    }
+
+    /// Loads stateful graphs from bytes with the given session options. If the provider asked
+    /// for cannot start, every graph runs on the CPU and [`MaskModel::notice`] says why.
+    pub fn from_graphs_with(
+        g: &Graphs,
+        streams: usize,
+        opts: &SessionOptions,
+    ) -> Result<Self, ModelError> {
+        let mut opts = *opts;
+        let enc = crate::runtime::session_with("enc", g.enc, &opts)?;
+        let (provider, notice) = (enc.provider, enc.fallback);
+        // One provider for all three graphs: after a fallback the others go straight to CPU.
+        opts.provider = provider;
+        let erb_dec_s = crate::runtime::session_with("erb_dec", g.erb_dec, &opts)?;
+        let df_dec_s = crate::runtime::session_with("df_dec", g.df_dec, &opts)?;
         let enc = Graph::new(
             "enc",
-            crate::runtime::session("enc", g.enc, threads)?,
+            enc.session,
             &["feat_erb", "feat_spec"],
             &["e0", "e1", "e2", "e3", "emb", "c0"],
         )?;
         let erb_dec = Graph::new(
             "erb_dec",
-            crate::runtime::session("erb_dec", g.erb_dec, threads)?,
+            erb_dec_s.session,
             &["emb", "e0", "e1", "e2", "e3"],
             &["m"],
         )?;
-        let df_dec = Graph::new(
-            "df_dec",
-            crate::runtime::session("df_dec", g.df_dec, threads)?,
-            &["emb", "c0"],
-            &["coefs"],
-        )?;
+        let df_dec = Graph::new("df_dec", df_dec_s.session, &["emb", "c0"], &["coefs"])?;
         let widths = erb::band_widths(SAMPLE_RATE, FFT_SIZE, NB_ERB, 2);
         let band_of_bin = widths
             .iter()
@@ -180,6 +209,8 @@ impl Dfn3 {
             },
         );
         Ok(Self {
+            provider,
+            notice,
             enc,
             erb_dec,
             df_dec,
@@ -241,6 +272,14 @@ impl Dfn3 {
 impl MaskModel for Dfn3 {
     fn spec(&self) -> ModelSpec {
         SPEC
+    }
+
+    fn provider(&self) -> String {
+        self.provider.name().into()
+    }
+
+    fn notice(&self) -> Option<String> {
+        self.notice.clone()
     }
 
     fn reset(&mut self) {
