@@ -8,13 +8,17 @@
 //! - [`runtime`]: finding and loading ONNX Runtime.
 //! - [`render`]: whole-file rendering, as the CLI does it.
 //! - [`io`]: reading and writing audio files.
+//! - [`batch`]: rendering a folder tree, several files at once, resumable.
+//! - [`post`]: the offline post chain (high-pass, high shelf, loudness normalisation).
 //! - [`plugin`]: the CLAP and VST3 plugin (nice-plug).
 
+pub mod batch;
 pub mod engine;
 pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod plugin;
+pub mod post;
 pub mod render;
 pub mod ring;
 pub mod runtime;

@@ -672,6 +672,7 @@ fn state_round_trips_every_parameter_into_a_fresh_instance() {
         ("Link channels", 0.0),
         ("Output gain", 0.3),
         ("Bypass", 1.0),
+        ("Device", 1.0),
     ];
     let names: Vec<String> = a.params().iter().map(|p| p.name.clone()).collect();
     let mut sorted = names.clone();
@@ -832,5 +833,37 @@ fn a_failing_model_passes_audio_through_delayed_by_the_latency() {
             "{mode:?}: threads left after deactivate: {:?}",
             new_threads(&before, &threads().unwrap())
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device parameter: a provider that cannot start falls back to the CPU
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_device_that_cannot_start_falls_back_to_the_cpu_with_the_same_output() {
+    let _env = lock_model(&Model::Dfn3);
+    let (rate, mix) = demo_mix();
+    let n = rate as usize;
+    let x = vec![mix[0][..n].to_vec(), mix[0][n..2 * n].to_vec()];
+    let render = |device: f64| {
+        let mut p = plugin();
+        // The test machines have no usable CUDA (CPU runtime, no GPU).
+        p.set_params(&[("Device", device)]).expect("set Device");
+        assert!((p.param_value("Device").expect("Device") - device).abs() < 1e-6);
+        let latency = p
+            .activate(Setup::new(48_000.0, 512, 2, Mode::Offline))
+            .expect("activate") as usize;
+        let y = p.process(&x, &Run::blocks(&[512])).expect("process");
+        ensure_finite(&y).expect("finite output");
+        (latency, y)
+    };
+    let (l_cpu, cpu) = render(0.0);
+    let (l_cuda, cuda) = render(1.0);
+    assert_eq!(l_cpu, l_cuda, "the device changed the latency");
+    // Not pass-through: the model ran (on the CPU).
+    assert!(max_abs_diff(&cuda[0], &delayed(&x[0], l_cuda)) > 1e-3);
+    for c in 0..2 {
+        assert_eq!(first_difference(&cpu[c], &cuda[c]), None, "channel {c}");
     }
 }

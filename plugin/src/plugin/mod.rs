@@ -9,15 +9,17 @@
 //! - If the runtime or the model fails to load, the engine passes audio through, delayed by
 //!   the reported latency, and [`PluginStatus`] says why.
 
+pub mod editor;
 pub mod meters;
 pub mod params;
 
 use crate::engine::{Engine, EngineConfig, RunMode};
 use crate::model::dfn3;
 use crate::render::ModelChoice;
-use crate::runtime;
+use crate::runtime::{self, SessionOptions};
 use crate::status::{Shared, WorkerState};
 use crate::worker::{resampler_lag, Worker};
+use editor::VoxsiftEditor;
 use meters::{MeterWriter, Meters};
 use nice_plug::prelude::*;
 use params::VoxsiftParams;
@@ -75,6 +77,10 @@ pub struct Voxsift {
     engine: Option<Engine>,
     /// The worker thread of the current activation.
     worker: Option<Worker>,
+    /// The device (execution provider) the current activation asked for.
+    device: params::Device,
+    /// Set once a restart was requested for a device change (audio thread).
+    restart_requested: bool,
 }
 
 impl Default for Voxsift {
@@ -87,6 +93,8 @@ impl Default for Voxsift {
             meter_writer: None,
             engine: None,
             worker: None,
+            device: params::Device::Cpu,
+            restart_requested: false,
         }
     }
 }
@@ -160,6 +168,16 @@ impl Voxsift {
     pub fn meters(&self) -> Arc<Meters> {
         self.meters.clone()
     }
+
+    /// The editor on this instance's parameters, status and meters (what [`Plugin::editor`]
+    /// returns; also used by the standalone binary).
+    pub fn create_editor(&self) -> VoxsiftEditor {
+        VoxsiftEditor::new(
+            self.params.clone(),
+            self.status.clone(),
+            self.meters.clone(),
+        )
+    }
 }
 
 impl Plugin for Voxsift {
@@ -186,10 +204,14 @@ impl Plugin for Voxsift {
 
     type SysExMessage = ();
     type BackgroundTask = ();
-    type Editor = ();
+    type Editor = VoxsiftEditor;
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        Some(self.create_editor())
     }
 
     fn activate(
@@ -219,11 +241,23 @@ impl Plugin for Voxsift {
             )
         };
         let model = model_choice();
+        let device = self.params.device.value();
+        self.device = device;
+        self.restart_requested = false;
         let spec = model.spec();
         let mut engine = Engine::new(config, spec.lookahead, resampler_lag(sample_rate, &spec));
         engine.set_params_immediate(self.params.engine_params());
-        let (worker, link) =
-            Worker::spawn(&config, spec, model.factory(config.mask_streams(), THREADS));
+        let (worker, link) = Worker::spawn(
+            &config,
+            spec,
+            model.factory_with(
+                config.mask_streams(),
+                SessionOptions {
+                    threads: THREADS,
+                    provider: device.provider(),
+                },
+            ),
+        );
         if let Ok(mut w) = self.status.worker.lock() {
             *w = Some(worker.shared().clone());
         }
@@ -231,7 +265,7 @@ impl Plugin for Voxsift {
             *m = spec.name.to_string();
         }
         if let Ok(mut p) = self.status.provider.lock() {
-            *p = "CPU".to_string();
+            *p = device.provider().name().to_string();
         }
         engine.connect(link);
         let latency = engine.latency_samples() as u32;
@@ -260,11 +294,16 @@ impl Plugin for Voxsift {
         &mut self,
         buffer: &mut Buffer,
         _aux: &mut AuxiliaryBuffers,
-        _context: &mut impl ProcessContext<Self>,
+        context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
         let Some(engine) = self.engine.as_mut() else {
             return ProcessStatus::Normal;
         };
+        if self.params.device.value() != self.device && !self.restart_requested {
+            // A new session is built off this thread, in the next `activate`.
+            self.restart_requested = true;
+            context.request_restart();
+        }
         engine.set_params(self.params.engine_params());
         engine.set_channel_mode(self.params.channel_mode());
         let n = buffer.samples();
@@ -292,7 +331,7 @@ impl ClapPlugin for Voxsift {
     const CLAP_FEATURES: &'static [ClapFeature] = &[
         ClapFeature::AudioEffect,
         ClapFeature::Restoration,
-        ClapFeature::Custom("denoiser"),
+        ClapFeature::Custom("voxsift:denoiser"),
         ClapFeature::Stereo,
         ClapFeature::Mono,
     ];

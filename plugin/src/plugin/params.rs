@@ -2,7 +2,9 @@
 //! floor per STFT frame, so values are read unsmoothed here and handed to it; with sample
 //! accurate automation the host's block is split at each change.
 
+use super::editor::EditorState;
 use crate::engine::{ChannelMode, EngineParams};
+use crate::runtime::Provider;
 use nice_plug::prelude::*;
 
 /// The bottom of the floor range, shown as "Off": no floor at all.
@@ -29,6 +31,12 @@ pub struct VoxsiftParams {
     /// Click-free bypass that keeps the latency.
     #[id = "bypass"]
     pub bypass: BoolParam,
+    /// Where the model runs; a change restarts the plugin's processing (not automatable).
+    #[id = "device"]
+    pub device: EnumParam<Device>,
+    /// The editor's size and zoom, saved with the plugin state.
+    #[persist = "editor-state"]
+    pub editor_state: EditorState,
 }
 
 impl Default for VoxsiftParams {
@@ -57,12 +65,12 @@ impl Default for VoxsiftParams {
                     max: 0.0,
                 },
             )
-            .with_unit(" dB")
+            // The unit is part of the text so that the bottom reads "Off", not "Off dB".
             .with_value_to_string(std::sync::Arc::new(|v| {
                 if v <= FLOOR_OFF_DB {
                     "Off".into()
                 } else {
-                    format!("{v:.1}")
+                    format!("{v:.1} dB")
                 }
             }))
             .with_string_to_value(std::sync::Arc::new(|s| {
@@ -85,6 +93,37 @@ impl Default for VoxsiftParams {
             .with_unit(" dB")
             .with_step_size(0.1),
             bypass: BoolParam::new("Bypass", d.bypass).make_bypass(),
+            device: EnumParam::new("Device", Device::Cpu).non_automatable(),
+            editor_state: EditorState::default(),
+        }
+    }
+}
+
+/// The execution provider choices, as a parameter.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// ONNX Runtime's CPU provider.
+    #[name = "CPU"]
+    Cpu,
+    /// NVIDIA CUDA (needs the GPU runtime in the bundle).
+    #[name = "CUDA"]
+    Cuda,
+    /// Apple CoreML.
+    #[name = "CoreML"]
+    CoreMl,
+    /// DirectML (Windows).
+    #[name = "DirectML"]
+    DirectMl,
+}
+
+impl Device {
+    /// The runtime provider it stands for.
+    pub fn provider(self) -> Provider {
+        match self {
+            Self::Cpu => Provider::Cpu,
+            Self::Cuda => Provider::Cuda,
+            Self::CoreMl => Provider::CoreMl,
+            Self::DirectMl => Provider::DirectMl,
         }
     }
 }
