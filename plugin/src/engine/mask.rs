@@ -13,9 +13,10 @@ pub fn sharpen_power(p: f32, beta: f32) -> f32 {
     if p >= 1.0 {
         return 1.0;
     }
-    let a = p.powf(beta);
-    let b = (1.0 - p).powf(beta);
-    a / (a + b)
+    // p^b / (p^b + (1-p)^b) = 1 / (1 + ((1-p)/p)^b): one power instead of two. A huge
+    // ratio gives inf, and 1 / inf = 0, the right limit.
+    let r = (1.0 - p) / p;
+    1.0 / (1.0 + r.powf(beta))
 }
 
 /// Shapes one complex gain: its magnitude `|g|` is sharpened by `beta` on `p = |g|^2`

@@ -499,12 +499,20 @@ impl Engine {
         let ola_len = self.ola[0].len();
         let latency = self.latency.total() as u64;
         let (mut e_dry, mut e_out) = (0.0f32, 0.0f32);
+        // Read position in the overlap-add ring: `(clock + win - latency) mod ola_len`, kept
+        // incrementally (no division per sample). The offset keeps the sum from wrapping.
+        let lift = (latency / ola_len as u64 + 1) * ola_len as u64;
+        let mut pos = ((self.clock + win as u64 + lift - latency) % ola_len as u64) as usize;
         #[allow(clippy::needless_range_loop)] // sample-major over planar channels
         for i in 0..n {
+            let wpos = self.input_pos;
             for c in 0..channels {
-                self.input[c][self.input_pos] = sanitize(io[c][i]);
+                self.input[c][wpos] = sanitize(io[c][i]);
             }
-            self.input_pos = (self.input_pos + 1) % win;
+            self.input_pos += 1;
+            if self.input_pos == win {
+                self.input_pos = 0;
+            }
             self.hop_fill += 1;
             if self.hop_fill == self.grid.hop {
                 self.hop_fill = 0;
@@ -517,9 +525,9 @@ impl Engine {
             let wet = self.wet.next_value();
             let gain = self.gain.next_value();
             let reading = self.clock >= latency;
-            let pos = ((self.clock + win as u64).wrapping_sub(latency) % ola_len as u64) as usize;
             for c in 0..channels {
-                let x = sanitize(io[c][i]);
+                // The sanitized input sample, stored above.
+                let x = self.input[c][wpos];
                 let dry = self.dry[c].tick(x);
                 let y = if reading {
                     std::mem::replace(&mut self.ola[c][pos], 0.0)
@@ -536,6 +544,10 @@ impl Engine {
                 io[c][i] = if gain == 1.0 { mixed } else { mixed * gain };
             }
             self.clock += 1;
+            pos += 1;
+            if pos == ola_len {
+                pos = 0;
+            }
         }
         self.block_energy = (e_dry, e_out);
         // Channels the engine was not configured for are silenced rather than left unprocessed.
@@ -565,7 +577,11 @@ impl Engine {
         let start = (self.input_pos + win - hop) % win;
         for s in 0..streams {
             for k in 0..hop {
-                let idx = (start + k) % win;
+                let idx = if start + k < win {
+                    start + k
+                } else {
+                    start + k - win
+                };
                 self.hop_out[s * hop + k] = if !self.linked {
                     self.input.get(s).map_or(0.0, |ch| ch[idx])
                 } else if s == 0 {
@@ -749,16 +765,24 @@ impl Engine {
         let ola_len = self.ola[0].len();
         // Frame f covers absolute samples [(f+1)H - N, (f+1)H); positions are offset by N.
         let first = (f + 1) * hop as u64; // absolute start + N
+                                          // True while `gains` hold the shaped mask of stream 0.
+        let mut gains_are_stream0 = false;
         for c in 0..channels {
-            // Linked masks arrive copied into every stream.
+            // Linked masks arrive copied into every stream: shape them once.
             let s = c;
-            for ((g, m), _) in self
-                .gains
-                .iter_mut()
-                .zip(&self.last_mask[s * bins..(s + 1) * bins])
-                .zip(0..bins)
-            {
-                *g = mask::shape_gain(*m, beta, floor);
+            let same_as_0 = c > 0
+                && gains_are_stream0
+                && self.last_mask[s * bins..(s + 1) * bins] == self.last_mask[..bins];
+            if !same_as_0 {
+                for ((g, m), _) in self
+                    .gains
+                    .iter_mut()
+                    .zip(&self.last_mask[s * bins..(s + 1) * bins])
+                    .zip(0..bins)
+                {
+                    *g = mask::shape_gain(*m, beta, floor);
+                }
+                gains_are_stream0 = c == 0;
             }
             if c == 0 {
                 for (a, g) in self.applied.iter_mut().zip(&self.gains) {
@@ -776,14 +800,16 @@ impl Engine {
             }
             self.synth.fill(0.0);
             self.stft.synthesize_add(&mut self.spec, &mut self.synth);
-            for (k, v) in self.synth.iter().enumerate() {
-                // Skip the part of frame 0 that lies before the first sample.
-                let abs = first + k as u64;
-                if abs < win as u64 {
-                    continue;
+            // Skip the part of frame 0 that lies before the first sample.
+            let skip = (win as u64).saturating_sub(first) as usize;
+            let mut pos = ((first + skip as u64) % ola_len as u64) as usize;
+            let ola = &mut self.ola[c];
+            for v in &self.synth[skip.min(win)..] {
+                ola[pos] += v;
+                pos += 1;
+                if pos == ola_len {
+                    pos = 0;
                 }
-                let pos = (abs % ola_len as u64) as usize;
-                self.ola[c][pos] += v;
             }
         }
         self.synthesized += 1;
