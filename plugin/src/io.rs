@@ -169,6 +169,23 @@ pub enum IoError {
 /// the file (LAME/Xing header, granule positions) are trimmed, so the result is sample-exact.
 /// Any decode error fails the whole read: no packet is silently skipped.
 pub fn read_audio(path: &Path) -> Result<Audio, IoError> {
+    // A decoder bug must not take the CLI (or a whole batch) down: a panic on a malformed
+    // file is reported as an unsupported file.
+    std::panic::catch_unwind(|| read_audio_unguarded(path)).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(IoError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            detail: format!("the decoder failed on this file: {why}"),
+        })
+    })
+}
+
+/// [`read_audio`] without the panic guard.
+fn read_audio_unguarded(path: &Path) -> Result<Audio, IoError> {
     let file = open_input(path)?;
     let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
 
@@ -206,7 +223,9 @@ pub fn read_audio(path: &Path) -> Result<Audio, IoError> {
         let capacity = params
             .n_frames
             .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            // Only a hint: a header may claim any length (2^36 frames aborted the process).
+            .min(1 << 22);
         (0..c.count())
             .map(|_| Vec::with_capacity(capacity))
             .collect()

@@ -277,11 +277,17 @@ pub struct Engine {
     floor: Smoother,
 }
 
-/// Replaces NaN and infinities by 0 and flushes denormals, so they never reach the model.
+/// Largest input magnitude passed on: 2^20 (about +120 dBFS). Larger finite samples are
+/// clamped to it, so that no sum or square in the STFT, the masks or a model's features can
+/// overflow to infinity (a block of `f32::MAX` samples did, and gave NaN output).
+pub const MAX_INPUT: f32 = 1_048_576.0;
+
+/// Replaces NaN and infinities by 0, flushes denormals and clamps to [`MAX_INPUT`], so none
+/// of them ever reaches the model.
 #[inline]
 fn sanitize(x: f32) -> f32 {
     if x.is_finite() && (x == 0.0 || x.abs() >= f32::MIN_POSITIVE) {
-        x
+        x.clamp(-MAX_INPUT, MAX_INPUT)
     } else {
         0.0
     }

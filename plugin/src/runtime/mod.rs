@@ -104,10 +104,21 @@ pub fn candidates() -> Vec<PathBuf> {
     c
 }
 
-/// Finds the library without loading it.
+/// Finds the library without loading it. An explicit environment variable that points
+/// nowhere is an error, not a fallthrough to the other places (which would hide the mistake).
 pub fn find() -> Result<PathBuf, RuntimeError> {
+    for var in ["VOXSIFT_ORT_LIB", "ORT_DYLIB_PATH"] {
+        if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(p);
+            if p.is_file() {
+                return Ok(p);
+            }
+            return Err(RuntimeError::NotFound {
+                searched: format!("{var}={} (no such file)", p.display()),
+            });
+        }
+    }
     let cands = candidates();
-    // An explicit environment variable that points nowhere is an error, not a fallthrough.
     cands
         .iter()
         .find(|p| p.is_file())

@@ -62,7 +62,11 @@ impl Features {
         }
         let (re, im) = spec.split_at_mut(self.nb_df);
         for (k, mean) in self.unit_mean.iter_mut().enumerate() {
-            *mean = x[k].norm() * (1.0 - a) + *mean * a;
+            // Held at the smallest normal float: after a minute or so of digital silence the
+            // mean would otherwise decay into denormals (slow), and where the thread flushes
+            // denormals to zero (a host's FTZ/DAZ setting, inherited by the worker) to exactly
+            // 0, making the features 0 / 0 = NaN and poisoning the model's state for good.
+            *mean = (x[k].norm() * (1.0 - a) + *mean * a).max(f32::MIN_POSITIVE);
             let s = mean.sqrt();
             re[k] = x[k].re / s;
             im[k] = x[k].im / s;

@@ -1,0 +1,8 @@
+//! Fuzzes the post-chain preset parser (`voxsift::post::PostChain::from_toml_str`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = voxsift_fuzz::check_post_preset(data);
+});
