@@ -4,22 +4,12 @@
 mod common;
 
 use assert_no_alloc::{assert_no_alloc, AllocDisabler};
-use common::{assert_block_size_invariant, noise};
+use common::{assert_block_size_invariant, noise, unity};
 use voxsift::engine::{ChannelMode, Engine, EngineConfig, EngineParams, RunMode};
 use voxsift::render::{render, start, ModelChoice, RenderOptions};
 
 #[global_allocator]
 static ALLOC: AllocDisabler = AllocDisabler;
-
-fn unity() -> EngineParams {
-    EngineParams {
-        wet: 1.0,
-        beta: 1.0,
-        floor_db: None,
-        output_gain_db: 0.0,
-        bypass: false,
-    }
-}
 
 /// Runs `input` (mono) through `engine` in blocks cycling through `blocks`.
 fn run(engine: &mut Engine, input: &[f32], blocks: &[usize]) -> Vec<f32> {

@@ -9,7 +9,7 @@ mod common;
 #[path = "../../fuzz/src/lib.rs"]
 mod fuzz_checks;
 
-use common::{noise, repo};
+use common::{delayed, noise, repo, run_blocks as run, unity};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use voxsift::engine::{ChannelMode, Engine, EngineConfig, EngineParams, RunMode};
@@ -77,45 +77,6 @@ impl Host {
             .map(|c| noise(n, self.seed.wrapping_add(c as u64), 0.5))
             .collect()
     }
-}
-
-/// Wet 1, beta 1, no floor, 0 dB.
-fn unity() -> EngineParams {
-    EngineParams {
-        wet: 1.0,
-        beta: 1.0,
-        floor_db: None,
-        output_gain_db: 0.0,
-        bypass: false,
-    }
-}
-
-/// Runs planar `input` through `engine` in blocks cycling through `blocks`.
-fn run(engine: &mut Engine, input: &[Vec<f32>], blocks: &[usize]) -> Vec<Vec<f32>> {
-    let len = input.first().map_or(0, Vec::len);
-    let mut out = vec![Vec::with_capacity(len); input.len()];
-    let (mut pos, mut b) = (0, 0);
-    while pos < len {
-        let n = blocks[b % blocks.len()].min(len - pos);
-        b += 1;
-        let mut bufs: Vec<Vec<f32>> = input.iter().map(|c| c[pos..pos + n].to_vec()).collect();
-        let mut refs: Vec<&mut [f32]> = bufs.iter_mut().map(|c| &mut c[..]).collect();
-        engine.process(&mut refs);
-        for (o, c) in out.iter_mut().zip(&bufs) {
-            o.extend_from_slice(c);
-        }
-        pos += n;
-    }
-    out
-}
-
-/// `x` delayed by `d`, same length.
-fn delayed(x: &[f32], d: usize) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    if d < x.len() {
-        y[d..].copy_from_slice(&x[..x.len() - d]);
-    }
-    y
 }
 
 /// True when `a` and `b` are bit-identical.

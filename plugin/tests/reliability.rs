@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{noise, repo};
+use common::{delayed, noise, repo, run_blocks as run, unity};
 use num_complex::Complex32;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,45 +31,6 @@ const RATES: [u32; 11] = [
 /// The engine's 20 ms wet/gain ramp in samples at `rate`.
 fn ramp(rate: u32) -> usize {
     (0.02 * rate as f32) as usize
-}
-
-/// Wet 1, beta 1, no floor, 0 dB: the model's own mask.
-fn unity() -> EngineParams {
-    EngineParams {
-        wet: 1.0,
-        beta: 1.0,
-        floor_db: None,
-        output_gain_db: 0.0,
-        bypass: false,
-    }
-}
-
-/// Runs planar `input` through `engine` in blocks cycling through `blocks`; a 0 entry is a
-/// zero-length `process` call.
-fn run(engine: &mut Engine, input: &[Vec<f32>], blocks: &[usize]) -> Vec<Vec<f32>> {
-    assert!(
-        blocks.iter().any(|&b| b > 0),
-        "a pattern of only empty blocks"
-    );
-    let len = input.first().map_or(0, Vec::len);
-    let max = blocks.iter().copied().max().unwrap_or(1);
-    let mut buf = vec![vec![0.0f32; max]; input.len()];
-    let mut out = vec![Vec::with_capacity(len); input.len()];
-    let (mut pos, mut b) = (0, 0);
-    while pos < len {
-        let n = blocks[b % blocks.len()].min(len - pos);
-        b += 1;
-        for (dst, src) in buf.iter_mut().zip(input) {
-            dst[..n].copy_from_slice(&src[pos..pos + n]);
-        }
-        let mut refs: Vec<&mut [f32]> = buf.iter_mut().map(|c| &mut c[..n]).collect();
-        engine.process(&mut refs);
-        for (o, c) in out.iter_mut().zip(&buf) {
-            o.extend_from_slice(&c[..n]);
-        }
-        pos += n;
-    }
-    out
 }
 
 /// [`run`] for one channel.
@@ -112,15 +73,6 @@ fn differs_until(a: &[f32], b: &[f32]) -> usize {
         .zip(b)
         .rposition(|(x, y)| x.to_bits() != y.to_bits())
         .map_or(0, |i| i + 1)
-}
-
-/// `x` delayed by `d` samples, same length.
-fn delayed(x: &[f32], d: usize) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    if d < x.len() {
-        y[d..].copy_from_slice(&x[..x.len() - d]);
-    }
-    y
 }
 
 /// Energy ratio of `a - b` to `b` in dB.

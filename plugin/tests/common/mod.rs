@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use voxsift::engine::{Engine, EngineParams};
 
 /// Deterministic pseudo-random noise in [-a, a].
 pub fn noise(n: usize, seed: u64, a: f32) -> Vec<f32> {
@@ -83,4 +84,52 @@ pub fn assert_block_size_invariant(
         }
     }
     reference.unwrap_or_default()
+}
+
+/// Wet 1, beta 1, no floor, 0 dB: the model's own mask.
+pub fn unity() -> EngineParams {
+    EngineParams {
+        wet: 1.0,
+        beta: 1.0,
+        floor_db: None,
+        output_gain_db: 0.0,
+        bypass: false,
+    }
+}
+
+/// Runs planar `input` through `engine` in blocks cycling through `blocks`; a 0 entry is a
+/// zero-length `process` call.
+pub fn run_blocks(engine: &mut Engine, input: &[Vec<f32>], blocks: &[usize]) -> Vec<Vec<f32>> {
+    assert!(
+        blocks.iter().any(|&b| b > 0),
+        "a pattern of only empty blocks"
+    );
+    let len = input.first().map_or(0, Vec::len);
+    let max = blocks.iter().copied().max().unwrap_or(1);
+    let mut buf = vec![vec![0.0f32; max]; input.len()];
+    let mut out = vec![Vec::with_capacity(len); input.len()];
+    let (mut pos, mut b) = (0, 0);
+    while pos < len {
+        let n = blocks[b % blocks.len()].min(len - pos);
+        b += 1;
+        for (dst, src) in buf.iter_mut().zip(input) {
+            dst[..n].copy_from_slice(&src[pos..pos + n]);
+        }
+        let mut refs: Vec<&mut [f32]> = buf.iter_mut().map(|c| &mut c[..n]).collect();
+        engine.process(&mut refs);
+        for (o, c) in out.iter_mut().zip(&buf) {
+            o.extend_from_slice(&c[..n]);
+        }
+        pos += n;
+    }
+    out
+}
+
+/// `x` delayed by `d` samples, same length.
+pub fn delayed(x: &[f32], d: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    if d < x.len() {
+        y[d..].copy_from_slice(&x[..x.len() - d]);
+    }
+    y
 }
