@@ -315,3 +315,70 @@ fn realtime_with_a_failed_worker_is_delayed_dry() {
     let from = l + 4_800;
     assert_eq!(y[from..], x[from - l..x.len() - l]);
 }
+
+/// Offline output of `input` (mono) from a fresh engine and synthetic worker.
+fn fresh_offline(rate: u32, input: &[f32], blocks: &[usize]) -> Vec<f32> {
+    let cfg = EngineConfig::new(rate, 512, 1, RunMode::Offline);
+    let (mut e, _w) = start(cfg, &ModelChoice::Synthetic(2), 1).expect("starts");
+    e.set_params_immediate(EngineParams::default());
+    run(&mut e, input, blocks)
+}
+
+#[test]
+fn silence_before_the_first_sound_does_not_change_the_output() {
+    // A host's export pre-roll (Ardour 7.3 fed 100 225 samples of silence before the region),
+    // or a region that starts later on the timeline: from the first sound on, the offline
+    // output is bit-identical to a render that starts at that sound, whatever the amount of
+    // silence before it (shorter than the restart threshold too: a new engine counts as having
+    // heard silence). 44.1 kHz takes the resampled path.
+    let x = noise(20_000, 41, 0.5);
+    for rate in [48_000, 44_100] {
+        let expected = fresh_offline(rate, &x, &[512]);
+        for pre in [1usize, 100, 480, 5_000, 100_225] {
+            let mut input = vec![0.0f32; pre];
+            input.extend_from_slice(&x);
+            let out = fresh_offline(rate, &input, &[512, 97]);
+            assert!(
+                out[..pre].iter().all(|v| *v == 0.0),
+                "{rate} Hz, {pre} samples of silence first: the silence must come out silent"
+            );
+            assert!(
+                out[pre..] == expected[..],
+                "{rate} Hz, {pre} samples of silence first: output differs from a render that \
+                 starts at the sound"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sound_after_long_digital_silence_restarts_the_stream() {
+    // Sound A, then exactly `resync_silence()` samples of digital silence, then sound B: the
+    // output from B on equals a fresh render of B (the stream restarted silently). One sample
+    // less of silence and it does not restart (B then sits on another STFT phase).
+    let a = noise(15_001, 42, 0.5);
+    let b = noise(12_000, 43, 0.7);
+    let cfg = EngineConfig::new(48_000, 512, 1, RunMode::Offline);
+    let (probe, _w) = start(cfg, &ModelChoice::Synthetic(2), 1).expect("starts");
+    let gap = probe.resync_silence();
+    let latency = probe.latency_samples();
+    assert_eq!(gap, latency + 2 * probe.grid().win);
+    let mut tail_b = b.clone();
+    tail_b.extend(std::iter::repeat_n(0.0, latency));
+    let expected_b = fresh_offline(48_000, &tail_b, &[512]);
+    for silence in [gap, gap - 1] {
+        let mut input = a.clone();
+        input.extend(std::iter::repeat_n(0.0, silence));
+        let head = input.len();
+        input.extend_from_slice(&tail_b);
+        let out = fresh_offline(48_000, &input, &[256, 512, 33]);
+        let expected_a = fresh_offline(48_000, &input[..head], &[512]);
+        assert!(out[..head] == expected_a[..], "silence {silence}: A changed");
+        let restarted = out[head..] == expected_b[..];
+        assert_eq!(
+            restarted,
+            silence >= gap,
+            "silence {silence} (threshold {gap}): restarted = {restarted}"
+        );
+    }
+}

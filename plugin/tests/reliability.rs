@@ -345,6 +345,44 @@ fn denormal_input_is_flushed_at_the_input_and_its_process_time_is_reported() {
     }
 }
 
+#[test]
+fn process_flushes_denormals_inside_and_restores_the_callers_float_mode() {
+    // Input just above the smallest normal float, output gain −6 dB: without flush-to-zero
+    // most output samples (≈ 0.5 × a normal near f32::MIN_POSITIVE) and many STFT products are
+    // subnormal. `Engine::process` runs with FTZ/DAZ, so no output sample may be subnormal; and
+    // the caller's float mode must be untouched afterwards (a subnormal product still comes out
+    // subnormal on this thread).
+    let rate = 48_000;
+    let n = rate as usize;
+    let cfg = EngineConfig::new(rate, 512, 2, RunMode::Realtime);
+    let mut e = Engine::new(cfg, 2, 0);
+    let mut p = e.params();
+    p.wet = 0.5;
+    p.output_gain_db = -6.0;
+    e.set_params_immediate(p);
+    let tiny: Vec<f32> = noise(n, 7, 1.0)
+        .iter()
+        .map(|v| v.signum() * f32::MIN_POSITIVE * (1.0 + v.abs()))
+        .collect();
+    assert!(
+        tiny.iter().all(|v| v.is_normal()),
+        "the input itself is normal"
+    );
+    let y = run(&mut e, &[tiny.clone(), tiny], &[512]);
+    let subnormal = y.iter().flatten().filter(|v| v.is_subnormal()).count();
+    let nonzero = y.iter().flatten().filter(|v| **v != 0.0).count();
+    println!(
+        "output: {subnormal} subnormal, {nonzero} non-zero of {}",
+        2 * n
+    );
+    assert_eq!(subnormal, 0, "subnormal samples came out of process");
+    let half = std::hint::black_box(f32::MIN_POSITIVE) * std::hint::black_box(0.5f32);
+    assert!(
+        half.is_subnormal(),
+        "process left flush-to-zero set on the caller's thread"
+    );
+}
+
 #[cfg(target_arch = "x86_64")]
 /// Sets (or clears) FTZ and DAZ in MXCSR on this thread; returns the previous MXCSR.
 fn set_flush_to_zero(on: bool, restore: Option<u32>) -> u32 {

@@ -356,8 +356,11 @@ impl Module {
 struct Setup {
     /// Host sample rate in Hz.
     sample_rate: f64,
-    /// `ProcessModes_::kRealtime` or `kOffline`.
+    /// `ProcessModes_::kRealtime` or `kOffline`, given to `setupProcessing`.
     mode: i32,
+    /// `ProcessData::processMode` of every `process` call (a well-behaved host: `mode`; Ardour
+    /// before 8.7 exporting: `kOffline` while `mode` stays `kRealtime`).
+    block_mode: i32,
     /// Whether to pace the calls like a realtime host (sleeping for each block's duration).
     paced: bool,
 }
@@ -555,7 +558,7 @@ impl Instance {
                 },
             };
             let mut data = ProcessData {
-                processMode: self.setup.mode,
+                processMode: self.setup.block_mode,
                 symbolicSampleSize: SymbolicSampleSizes_::kSample32 as i32,
                 numSamples: n as i32,
                 numInputs: 1,
@@ -699,6 +702,7 @@ fn vst3_synthetic_impulse_comes_out_at_the_reported_latency() {
     let realtime = |sample_rate| Setup {
         sample_rate,
         mode: ProcessModes_::kRealtime as i32,
+        block_mode: ProcessModes_::kRealtime as i32,
         paced: true,
     };
     let mut inst = Instance::start(component, realtime(48_000.0));
@@ -767,6 +771,17 @@ fn vst3_dfn3_offline_bounce_waits_for_every_mask() {
     run_child("dfn3-offline");
 }
 
+/// An export from a host that sets the process up for realtime and then marks each `process`
+/// call offline (`ProcessData::processMode`), as Ardour before 8.7 does in a freewheel export:
+/// the plugin must switch to offline rendering at the first such call, and the bounce must be
+/// bit-identical to a bounce set up offline from the start.
+#[test]
+// nice-plug 0.4.2 ignores `ProcessData::processMode`; vendor/nice-plug re-activates the
+// plugin when it differs from the mode it runs in.
+fn vst3_dfn3_offline_per_block_equals_an_offline_bounce() {
+    run_child("dfn3-offline-per-block");
+}
+
 /// The DFN3 scenarios; each runs only in the child process [`run_child`] starts.
 #[test]
 #[ignore = "run in a child process by the vst3_dfn3_* tests"]
@@ -780,6 +795,7 @@ fn vst3_child_scenario() {
             Setup {
                 sample_rate: SAMPLE_RATE,
                 mode: ProcessModes_::kRealtime as i32,
+                block_mode: ProcessModes_::kRealtime as i32,
                 paced: true,
             },
             3,
@@ -788,6 +804,16 @@ fn vst3_child_scenario() {
             Setup {
                 sample_rate: SAMPLE_RATE,
                 mode: ProcessModes_::kOffline as i32,
+                block_mode: ProcessModes_::kOffline as i32,
+                paced: false,
+            },
+            3,
+        ),
+        Some("dfn3-offline-per-block") => (
+            Setup {
+                sample_rate: SAMPLE_RATE,
+                mode: ProcessModes_::kRealtime as i32,
+                block_mode: ProcessModes_::kOffline as i32,
                 paced: false,
             },
             3,
@@ -816,11 +842,35 @@ fn vst3_child_scenario() {
     let input = [noise.clone(), noise];
     let out = inst.run(&input, &BLOCKS);
     inst.stop();
+    if setup.mode != setup.block_mode {
+        // The same bounce set up offline from the start, in a fresh instance.
+        let reference = Setup {
+            mode: setup.block_mode,
+            ..setup
+        };
+        let inst = Instance::start(module.create_component(&cid), reference);
+        assert_eq!(inst.latency, latency, "the latency must not depend on the mode");
+        let expected = inst.run(&input, &BLOCKS);
+        inst.stop();
+        for c in 0..2 {
+            let diff = out[c]
+                .iter()
+                .zip(&expected[c])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            println!("channel {c}: max |per-block offline - offline bounce| = {diff:e}");
+            assert!(
+                out[c].iter().zip(&expected[c]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "channel {c}: the bounce marked offline per block differs from an offline \
+                 bounce (max diff {diff:e})"
+            );
+        }
+    }
     module.unload();
 
     // Realtime: the last second (the model loads meanwhile and realtime never waits for it).
     // Offline: everything from a quarter second in (every mask is waited for).
-    let from = if setup.mode == ProcessModes_::kOffline as i32 {
+    let from = if setup.block_mode == ProcessModes_::kOffline as i32 {
         latency + SAMPLE_RATE as usize / 4
     } else {
         total - SAMPLE_RATE as usize

@@ -265,6 +265,12 @@ pub struct Engine {
     gap: (u64, u64),
     /// Set when the worker failed or a wait timed out: output is the delayed dry signal.
     failed: bool,
+    /// Input samples in a row that were exactly zero on every channel, up to the current one
+    /// (saturating; a new or reset engine counts as having heard silence forever).
+    silent_run: u64,
+    /// Digital silence after which the next sound restarts the stream (see
+    /// [`Engine::resync_silence`]).
+    resync_after: u64,
     /// Current settings.
     params: EngineParams,
     /// Wet amount ramp.
@@ -347,6 +353,8 @@ impl Engine {
             hop_linked: config.channel_mode == ChannelMode::Linked,
             gap: (0, 0),
             failed: false,
+            silent_run: u64::MAX,
+            resync_after: (latency.total() + 2 * grid.win) as u64,
             params: p,
             wet: Smoother::new(p.wet, ramp),
             gain: Smoother::new(1.0, ramp),
@@ -370,6 +378,17 @@ impl Engine {
     /// Latency in samples, constant for this configuration; the dry path is delayed by it.
     pub fn latency_samples(&self) -> usize {
         self.latency.total()
+    }
+
+    /// Samples of digital silence (exact zeros on every channel) after which the next non-zero
+    /// sample restarts the stream as [`Engine::reset`] does: the latency plus two windows, by
+    /// when every sample inside the engine is zero, so the restart is silent. From there the
+    /// output is bit-identical to a fresh engine's fed from that sample on, whatever came
+    /// before: a host's export pre-roll, the position of a region, or leading silence in a
+    /// file. The model's stream restarts too (new epoch). A new engine counts as having heard
+    /// silence, so its stream starts at the first sound as well.
+    pub fn resync_silence(&self) -> usize {
+        self.resync_after as usize
     }
 
     /// How the latency is made up.
@@ -474,6 +493,7 @@ impl Engine {
         self.analysed = 0;
         self.synthesized = 0;
         self.next_synth = ((1 + self.lookahead) * self.grid.hop - 1 + self.latency.margin()) as u64;
+        self.silent_run = u64::MAX;
         let p = self.params;
         self.set_params_immediate(p);
     }
@@ -494,8 +514,18 @@ impl Engine {
     }
 
     /// Processes one block in place: `io[c]` is channel `c`, all the same length
-    /// (1..=max_block). Never allocates; in realtime mode never waits.
+    /// (1..=max_block). Never allocates; in realtime mode never waits. Runs with the CPU's
+    /// flush-to-zero and denormals-are-zero modes set (the caller's modes are restored on
+    /// return), so that sums and products near the bottom of the float range cost nothing extra;
+    /// the CLI and the plugin both come through here, so their output stays identical.
     pub fn process(&mut self, io: &mut [&mut [f32]]) {
+        // SAFETY: the closure only does float arithmetic on this engine's own buffers; the modes
+        // are thread-local, set for the duration of the call and restored by the guard.
+        unsafe { no_denormals::no_denormals(|| self.process_flushed(io)) }
+    }
+
+    /// [`Engine::process`] with flush-to-zero set.
+    fn process_flushed(&mut self, io: &mut [&mut [f32]]) {
         let channels = self.config.channels.min(io.len());
         let n = io.iter().map(|c| c.len()).min().unwrap_or(0);
         let (wet_t, gain_t) = self.targets();
@@ -511,6 +541,16 @@ impl Engine {
         let mut pos = ((self.clock + win as u64 + lift - latency) % ola_len as u64) as usize;
         #[allow(clippy::needless_range_loop)] // sample-major over planar channels
         for i in 0..n {
+            if (0..channels).all(|c| sanitize(io[c][i]) == 0.0) {
+                self.silent_run = self.silent_run.saturating_add(1);
+            } else {
+                if self.silent_run >= self.resync_after && self.clock > 0 {
+                    // Everything inside is zero: restart the stream at this sound.
+                    self.reset();
+                    pos = ((win as u64 + lift - latency) % ola_len as u64) as usize;
+                }
+                self.silent_run = 0;
+            }
             let wpos = self.input_pos;
             for c in 0..channels {
                 self.input[c][wpos] = sanitize(io[c][i]);

@@ -1061,6 +1061,20 @@ impl<P: Vst3Plugin> IAudioProcessorTrait for Wrapper<P> {
     unsafe fn process(&self, data: *mut ProcessData) -> tresult {
         check_null_ptr!(data);
 
+        // Voxsift patch: honour the per-call `ProcessData::processMode` (see vendor/README.md).
+        // A host that switches to offline rendering only through this field (Ardour before 8.7
+        // during an export) gets the plugin re-activated in that mode before the block, outside
+        // `process_wrapper`, exactly as `setupProcessing` + `setActive` would have done it.
+        {
+            // SAFETY: checked non-null above; the host owns `data` for the whole call.
+            let mode = unsafe { (*data).processMode };
+            if let Some(mode) = vst3_process_mode(mode) {
+                if mode != self.inner.current_process_mode.load() {
+                    self.switch_process_mode(mode);
+                }
+            }
+        }
+
         // Panic on allocations if the `assert_process_allocs` feature has been enabled, and make
         // sure that FTZ is set up correctly
         process_wrapper(|| {
@@ -1946,5 +1960,52 @@ impl<P: Vst3Plugin> IInfoListenerTrait for Wrapper<P> {
 
             kResultOk
         }
+    }
+}
+
+/// Voxsift patch: the [`ProcessMode`] of a VST3 `ProcessModes_` value, `None` if unknown.
+fn vst3_process_mode(mode: i32) -> Option<ProcessMode> {
+    #[allow(clippy::unnecessary_cast)]
+    const K_REALTIME: i32 = ProcessModes_::kRealtime as i32;
+    #[allow(clippy::unnecessary_cast)]
+    const K_PREFETCH: i32 = ProcessModes_::kPrefetch as i32;
+    #[allow(clippy::unnecessary_cast)]
+    const K_OFFLINE: i32 = ProcessModes_::kOffline as i32;
+    match mode {
+        n if n == K_REALTIME => Some(ProcessMode::Realtime),
+        n if n == K_PREFETCH => Some(ProcessMode::Buffered),
+        n if n == K_OFFLINE => Some(ProcessMode::Offline),
+        _ => None,
+    }
+}
+
+impl<P: Vst3Plugin> Wrapper<P> {
+    /// Voxsift patch: re-activates the plugin in `mode` (deactivate, activate with the current
+    /// buffer configuration in that mode, reset), for a host that changes the process mode in
+    /// `ProcessData` without calling `setupProcessing`. Runs on the processing thread, once per
+    /// change; it allocates (as activation does), which is acceptable at a change between
+    /// realtime and offline rendering.
+    fn switch_process_mode(&self, mode: ProcessMode) {
+        let Some(config) = self.inner.current_buffer_config.load() else {
+            return;
+        };
+        let config = BufferConfig {
+            process_mode: mode,
+            ..config
+        };
+        self.inner.current_process_mode.store(mode);
+        self.inner.current_buffer_config.store(Some(config));
+        let mut activate_context = self.inner.make_activate_context();
+        let audio_io_layout = self.inner.current_audio_io_layout.load();
+        if let Some(mut plugin) = self.inner.plugin.try_lock() {
+            plugin.deactivate();
+            if plugin.activate(&audio_io_layout, &config, &mut activate_context) {
+                process_wrapper(|| plugin.reset());
+            } else {
+                crate::nice_error!("The plugin could not be re-activated for {mode:?} processing");
+            }
+        }
+        // Dropped after the plugin lock, as in `setActive`.
+        drop(activate_context);
     }
 }
