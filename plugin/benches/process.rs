@@ -100,20 +100,8 @@ fn counted<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Deterministic noise in [-a, a).
-fn noise(n: usize, seed: u64, a: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
-        })
-        .collect()
-}
+// Deterministic uniform noise in ±`a` (one generator for all tests: `voxsift-testkit`).
+use voxsift_testkit::noise;
 
 /// Runs one second of stereo input through `engine` in blocks of `block` (no allocation).
 fn run_second(

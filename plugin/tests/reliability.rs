@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use voxsift_testkit::truncate;
 use voxsift::engine::{ChannelMode, Engine, EngineConfig, EngineParams, RunMode, MAX_INPUT};
 use voxsift::model::synthetic::SyntheticModel;
 use voxsift::model::{MaskModel, ModelError, ModelSpec};
@@ -907,23 +908,7 @@ fn a_throttled_offline_render_is_only_slower() {
 /// A copy of the stateful DFN3 graphs in `root/name`, changed by `edit`. (Copies, never
 /// links: the edits truncate and overwrite files.)
 fn model_dir(root: &Scratch, name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
-    let d = root.join(name);
-    std::fs::create_dir_all(&d).expect("creating a model directory");
-    for g in ["enc.onnx", "erb_dec.onnx", "df_dec.onnx"] {
-        std::fs::copy(repo().join("models/dfn3/stateful").join(g), d.join(g))
-            .expect("copying a graph");
-    }
-    edit(&d);
-    d
-}
-
-/// Truncates `file` to `len` bytes.
-fn truncate(file: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(file)
-        .and_then(|f| f.set_len(len))
-        .expect("truncating");
+    voxsift_testkit::dfn3_model_dir(&root.0, name, edit)
 }
 
 /// The broken model directories, in `root`: (what is wrong, directory, texts the error must

@@ -131,11 +131,22 @@ impl ModelGuard {
             Model::Dir(d) => std::env::set_var("VOXSIFT_MODEL", d),
         }
     }
+
+    /// Sets `VOXSIFT_SEPARATOR`, the separator of the Studio preset (read by the next
+    /// `activate`): a model directory or `synthetic[:LOOKAHEAD[:RATE[:CUTOFF_HZ]]]`; `None`
+    /// unsets it (the plugin then looks for `models/htdemucs`). Unset again on drop.
+    pub fn set_separator(&mut self, separator: Option<&std::ffi::OsStr>) {
+        match separator {
+            Some(v) => std::env::set_var("VOXSIFT_SEPARATOR", v),
+            None => std::env::remove_var("VOXSIFT_SEPARATOR"),
+        }
+    }
 }
 
 impl Drop for ModelGuard {
     fn drop(&mut self) {
         std::env::remove_var("VOXSIFT_MODEL");
+        std::env::remove_var("VOXSIFT_SEPARATOR");
     }
 }
 
@@ -892,20 +903,8 @@ pub fn encode_state(state: &serde_json::Value) -> Result<Vec<u8>> {
 // Signals and comparisons
 // ---------------------------------------------------------------------------------------------
 
-/// Deterministic pseudo-random noise in `[-a, a]` (no denormals, no exact zeros needed).
-pub fn noise(n: usize, seed: u64, a: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
-        })
-        .collect()
-}
+/// Deterministic uniform noise in ±`a` (one generator for all tests: `voxsift-testkit`).
+pub use voxsift_testkit::noise;
 
 /// A test signal with speech-band and high-frequency content: a 220 Hz tone, a 3.1 kHz tone
 /// and noise, amplitude-modulated at 3 Hz so the synthetic model's mask moves.

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use voxsift_host_tests::*;
+use voxsift_testkit::truncate;
 
 /// The latency at 48 kHz with 512-sample blocks: STFT 959, DFN3's two frames 960, one block.
 const LATENCY_48K_512: usize = 959 + 960 + 512;
@@ -48,26 +49,7 @@ impl Drop for Scratch {
 /// A copy (never a link: the edits change files in place) of the stateful DFN3 graphs in
 /// `root/name`, changed by `edit`.
 fn model_dir(root: &Scratch, name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
-    let d = root.0.join(name);
-    std::fs::create_dir_all(&d).expect("creating a model directory");
-    for g in ["enc.onnx", "erb_dec.onnx", "df_dec.onnx"] {
-        std::fs::copy(
-            workspace_root().join("models/dfn3/stateful").join(g),
-            d.join(g),
-        )
-        .expect("copying a graph");
-    }
-    edit(&d);
-    d
-}
-
-/// Truncates `file` to `len` bytes.
-fn truncate(file: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(file)
-        .and_then(|f| f.set_len(len))
-        .expect("truncating a graph");
+    voxsift_testkit::dfn3_model_dir(&root.0, name, edit)
 }
 
 /// Two different channels.

@@ -4,20 +4,9 @@
 use std::path::PathBuf;
 use voxsift::engine::{Engine, EngineParams};
 
-/// Deterministic pseudo-random noise in [-a, a].
-pub fn noise(n: usize, seed: u64, a: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
-        })
-        .collect()
-}
+/// Deterministic uniform noise in ±`a` (one generator for all tests: `voxsift-testkit`).
+#[allow(unused_imports)] // not every test binary uses it
+pub use voxsift_testkit::noise;
 
 /// `../shared/eval-audio` beside the repository.
 pub fn eval_audio() -> PathBuf {
