@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use voxsift::io::read_audio;
+use voxsift::model::separator::desc;
 use voxsift::post::PostChain;
 
 /// A scratch file for one input: per process and thread, so parallel tests do not collide.
@@ -79,4 +80,34 @@ pub fn check_post_preset(data: &[u8]) -> bool {
         );
     }
     true
+}
+
+/// Parses `data` as a separator model description (`model.toml`, the file the loader reads
+/// beside each Demucs-family graph). Any error is fine; an accepted description must validate
+/// or be refused by `validate` with a message, and a valid one must give its graph ports, mask
+/// grid and schedule in samples without panicking or overflowing. Returns whether it was valid.
+pub fn check_model_desc(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let Ok(d) = desc::parse(text) else {
+        return false;
+    };
+    match d.validate() {
+        Err(message) => {
+            assert!(!message.is_empty(), "a refusal without a message");
+            false
+        }
+        Ok(()) => {
+            assert!(d.hop() > 0 && d.bins() > 1, "a valid description with no mask grid");
+            assert!(d.speech_index().is_some(), "valid, but its speech source is unknown");
+            let _ = d.ports();
+            let _ = d.ms_to_samples(d.schedule.window_ms);
+            let _ = voxsift::model::separator::schedule(
+                &d,
+                &voxsift::model::separator::ScheduleOverrides::default(),
+            );
+            true
+        }
+    }
 }

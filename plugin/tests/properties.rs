@@ -259,6 +259,63 @@ fn the_fuzz_seeds_decode_and_parse_as_expected() {
         let bad = ["wrong-type", "unknown-key", "out-of-range"];
         assert_eq!(ok, !bad.iter().any(|b| name.starts_with(b)), "{name}");
     }
+    for (name, bytes) in seeds("model_desc") {
+        let ok = fuzz_checks::check_model_desc(&bytes);
+        assert_eq!(ok, !name.starts_with("bad-"), "{name}");
+    }
+}
+
+#[test]
+fn random_model_descriptions_never_crash_the_loader() {
+    // 512 cases: a valid model.toml (the two shipped ones) with 1 to 4 of its `key = value`
+    // lines given a value of any TOML type (nan, inf, huge, negative, strings, arrays), or
+    // removed. Any refusal is fine; a panic or a valid description whose grid or schedule
+    // cannot be computed is a finding (see `check_model_desc`).
+    let corpus: Vec<String> = seeds("model_desc")
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("bad-"))
+        .map(|(_, b)| String::from_utf8(b).expect("utf-8 seed"))
+        .collect();
+    let value = prop_oneof![
+        any::<bool>().prop_map(|b| b.to_string()),
+        any::<i64>().prop_map(|i| i.to_string()),
+        (-1e6f64..1e6).prop_map(|f| format!("{f:?}")),
+        prop::sample::select(vec![
+            "nan", "inf", "-inf", "1e308", "-0.0", "0", "\"\"", "\"x\"", "[]", "[-1, 0]", "{}",
+        ])
+        .prop_map(str::to_string),
+        Just(String::new()),
+    ];
+    let strategy = (
+        prop::sample::select(corpus),
+        prop::collection::vec((any::<prop::sample::Index>(), value), 1..=4),
+    );
+    let valid = std::cell::Cell::new(0u32);
+    runner(512)
+        .run(&strategy, |(seed, edits)| {
+            let mut lines: Vec<String> = seed.lines().map(str::to_string).collect();
+            let settable: Vec<usize> = (0..lines.len())
+                .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
+                .collect();
+            for (at, v) in edits {
+                let i = settable[at.index(settable.len())];
+                let key = lines[i].split(" = ").next().unwrap_or_default().to_string();
+                lines[i] = if v.is_empty() {
+                    String::new()
+                } else {
+                    format!("{key} = {v}")
+                };
+            }
+            if fuzz_checks::check_model_desc(lines.join("\n").as_bytes()) {
+                valid.set(valid.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!(
+        "random model descriptions: {} of 512 still valid, none crashed",
+        valid.get()
+    );
 }
 
 /// The byte range of a FLAC file's STREAMINFO total-samples field (the last 36 of bits

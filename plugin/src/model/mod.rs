@@ -1,6 +1,8 @@
 //! Models that turn audio into mask frames, and what the worker needs to know about them.
 
 pub mod dfn3;
+pub mod fusion;
+pub mod separator;
 pub mod synthetic;
 
 use num_complex::Complex32;
@@ -55,6 +57,22 @@ pub enum ModelError {
         /// Which graph.
         graph: String,
         /// What differs.
+        message: String,
+    },
+    /// A model description (`model.toml`) is malformed or inconsistent.
+    #[error("invalid model description {path}: {message}")]
+    Description {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// Settings asked of a model (e.g. a separator's schedule) that it cannot use.
+    #[error("invalid settings for model `{model}`: {message}")]
+    Settings {
+        /// Which model.
+        model: String,
+        /// What is wrong.
         message: String,
     },
     /// Inference failed.
