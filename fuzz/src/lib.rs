@@ -99,8 +99,14 @@ pub fn check_model_desc(data: &[u8]) -> bool {
             false
         }
         Ok(()) => {
-            assert!(d.hop() > 0 && d.bins() > 1, "a valid description with no mask grid");
-            assert!(d.speech_index().is_some(), "valid, but its speech source is unknown");
+            assert!(
+                d.hop() > 0 && d.bins() > 1,
+                "a valid description with no mask grid"
+            );
+            assert!(
+                d.speech_index().is_some(),
+                "valid, but its speech source is unknown"
+            );
             let _ = d.ports();
             let _ = d.ms_to_samples(d.schedule.window_ms);
             let _ = voxsift::model::separator::schedule(

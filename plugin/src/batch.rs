@@ -336,6 +336,9 @@ pub struct FileReport {
     pub notice: Option<String>,
     /// What the post chain did, when it ran.
     pub post: Option<PostReport>,
+    /// Whether its masks were computed or replayed from the mask cache, when the file was
+    /// rendered with the cache on.
+    pub masks: Option<crate::cache::MaskSource>,
 }
 
 /// The outcome of a batch.
@@ -434,6 +437,7 @@ pub fn run_plan(plan: Plan, opts: &BatchOptions, observer: &dyn Observer) -> Bat
                 error: Some("internal error: no result".into()),
                 notice: None,
                 post: None,
+                masks: None,
             })
         })
         .collect();
@@ -456,6 +460,7 @@ fn run_job(index: usize, job: &Job, opts: &BatchOptions, observer: &dyn Observer
         error: None,
         notice: None,
         post: None,
+        masks: None,
     };
     if let Some(c) = &job.conflict {
         report.error = Some(c.clone());
@@ -518,6 +523,9 @@ fn process(
     )
     .map_err(|e| e.to_string())?;
     report.notice = rendered.notice.clone();
+    if opts.render.mask_cache.is_some() {
+        report.masks = Some(rendered.masks);
+    }
     let mut channels = rendered.channels;
     if let Some(post) = &opts.post {
         report.post = Some(

@@ -9,11 +9,17 @@
 //! - [`render`]: whole-file rendering, as the CLI does it.
 //! - [`io`]: reading and writing audio files.
 //! - [`batch`]: rendering a folder tree, several files at once, resumable.
+//! - [`cache`]: the mask cache of offline renders (re-render with other settings without
+//!   running the model again).
+//! - [`eval`]: the evaluation suite (SI-SDR, SDR/SIR/SAR, STOI, music residual; reports
+//!   and plots).
 //! - [`post`]: the offline post chain (high-pass, high shelf, loudness normalisation).
 //! - [`plugin`]: the CLAP and VST3 plugin (nice-plug).
 
 pub mod batch;
+pub mod cache;
 pub mod engine;
+pub mod eval;
 pub mod io;
 pub mod metrics;
 pub mod model;

@@ -3,6 +3,7 @@
 //! The audio thread only touches atomics here. The human-readable message sits behind a mutex
 //! that only the worker and the UI/CLI side use, never the audio thread.
 
+use crate::model::ModelSpec;
 use atomic_float::AtomicF32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -44,6 +45,10 @@ pub struct Shared {
     message: Mutex<String>,
     /// The execution provider the model runs on. Never touched by the audio thread.
     provider: Mutex<String>,
+    /// The specs the loaded models report, in member order; empty until every model is
+    /// loaded. Published by the worker before it goes to [`WorkerState::Running`], so whoever
+    /// sees that state can build the engine for them. Never touched by the audio thread.
+    specs: Mutex<Vec<ModelSpec>>,
 }
 
 impl Default for Shared {
@@ -59,6 +64,7 @@ impl Default for Shared {
             throttle_us: AtomicU32::new(0),
             message: Mutex::new(String::new()),
             provider: Mutex::new(String::new()),
+            specs: Mutex::new(Vec::new()),
         }
     }
 }
@@ -92,6 +98,17 @@ impl Shared {
         }
     }
 
+    /// Adds a line to the status message, after what is there ("; " between them). Never on
+    /// the audio thread.
+    pub fn add_message(&self, message: impl AsRef<str>) {
+        if let Ok(mut m) = self.message.lock() {
+            if !m.is_empty() {
+                m.push_str("; ");
+            }
+            m.push_str(message.as_ref());
+        }
+    }
+
     /// The status message (never on the audio thread).
     pub fn message(&self) -> String {
         self.message.lock().map(|m| m.clone()).unwrap_or_default()
@@ -108,5 +125,18 @@ impl Shared {
     /// thread).
     pub fn provider(&self) -> String {
         self.provider.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Records the specs of the loaded models (worker side, before it reports running).
+    pub fn set_specs(&self, specs: Vec<ModelSpec>) {
+        if let Ok(mut s) = self.specs.lock() {
+            *s = specs;
+        }
+    }
+
+    /// The specs the loaded models report, in member order (empty until they are loaded;
+    /// never on the audio thread).
+    pub fn specs(&self) -> Vec<ModelSpec> {
+        self.specs.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }

@@ -447,7 +447,14 @@ fn cli_prints_a_summary_and_fails_when_a_file_failed() {
             .arg("batch")
             .arg(&input)
             .arg(&out)
-            .args(["--synthetic-model", "2", "--quiet", "--jobs", "2"])
+            .args([
+                "--synthetic-model",
+                "2",
+                "--quiet",
+                "--jobs",
+                "2",
+                "--no-mask-cache",
+            ])
             .args(extra)
             .output()
             .expect("run voxsift");

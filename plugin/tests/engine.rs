@@ -373,7 +373,10 @@ fn a_sound_after_long_digital_silence_restarts_the_stream() {
         input.extend_from_slice(&tail_b);
         let out = fresh_offline(48_000, &input, &[256, 512, 33]);
         let expected_a = fresh_offline(48_000, &input[..head], &[512]);
-        assert!(out[..head] == expected_a[..], "silence {silence}: A changed");
+        assert!(
+            out[..head] == expected_a[..],
+            "silence {silence}: A changed"
+        );
         let restarted = out[head..] == expected_b[..];
         assert_eq!(
             restarted,

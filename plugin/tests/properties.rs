@@ -467,6 +467,7 @@ fn the_known_crashing_files_are_clear_errors() {
                 "render",
                 "--quiet",
                 "--force",
+                "--no-mask-cache",
                 "--synthetic-model",
                 "2",
                 "-o",

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use voxsift_testkit::truncate;
 use voxsift::engine::{ChannelMode, Engine, EngineConfig, EngineParams, RunMode, MAX_INPUT};
 use voxsift::model::synthetic::SyntheticModel;
 use voxsift::model::{MaskModel, ModelError, ModelSpec};
 use voxsift::render::{render, start, ModelChoice, RenderOptions};
 use voxsift::status::WorkerState;
 use voxsift::worker::{resampler_lag, ModelFactory, Worker};
+use voxsift_testkit::truncate;
 
 /// Every host rate the issue lists, 8 kHz to 192 kHz.
 const RATES: [u32; 11] = [
@@ -1071,7 +1071,9 @@ fn cli_render(input: &Path, args: &[&str], env: &[(&str, &Path)]) -> (Option<i32
         .arg(input)
         .arg("-o")
         .arg(&out)
-        .args(["--force", "--quiet"])
+        // No mask cache: a cached entry would let a render succeed without the model or the
+        // runtime these tests take away.
+        .args(["--force", "--quiet", "--no-mask-cache"])
         .args(args)
         .env_remove("ORT_DYLIB_PATH");
     for (k, v) in env {

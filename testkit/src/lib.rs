@@ -73,7 +73,10 @@ mod tests {
     fn a_model_dir_is_a_copy_that_edits_do_not_reach_the_originals() {
         let root = std::env::temp_dir().join(format!("voxsift-testkit-{}", std::process::id()));
         let d = dfn3_model_dir(&root, "t", |d| truncate(&d.join("enc.onnx"), 10));
-        assert_eq!(std::fs::metadata(d.join("enc.onnx")).map(|m| m.len()).ok(), Some(10));
+        assert_eq!(
+            std::fs::metadata(d.join("enc.onnx")).map(|m| m.len()).ok(),
+            Some(10)
+        );
         let orig = workspace_root().join("models/dfn3/stateful/enc.onnx");
         assert!(std::fs::metadata(orig).map(|m| m.len()).unwrap_or(0) > 10);
         let _ = std::fs::remove_dir_all(root);

@@ -134,7 +134,7 @@ impl ModelGuard {
 
     /// Sets `VOXSIFT_SEPARATOR`, the separator of the Studio preset (read by the next
     /// `activate`): a model directory or `synthetic[:LOOKAHEAD[:RATE[:CUTOFF_HZ]]]`; `None`
-    /// unsets it (the plugin then looks for `models/htdemucs`). Unset again on drop.
+    /// unsets it (the plugin then looks for `models/local/htdemucs`). Unset again on drop.
     pub fn set_separator(&mut self, separator: Option<&std::ffi::OsStr>) {
         match separator {
             Some(v) => std::env::set_var("VOXSIFT_SEPARATOR", v),

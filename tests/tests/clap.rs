@@ -436,6 +436,7 @@ fn offline_host_render_equals_the_cli_render() {
             .arg("--output")
             .arg(&output)
             .args([
+                "--no-mask-cache",
                 "--wet",
                 "0.8",
                 "--beta",
@@ -673,6 +674,7 @@ fn state_round_trips_every_parameter_into_a_fresh_instance() {
         ("Output gain", 0.3),
         ("Bypass", 1.0),
         ("Device", 1.0),
+        ("Preset", 1.0),
     ];
     let names: Vec<String> = a.params().iter().map(|p| p.name.clone()).collect();
     let mut sorted = names.clone();

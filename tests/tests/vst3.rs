@@ -849,7 +849,10 @@ fn vst3_child_scenario() {
             ..setup
         };
         let inst = Instance::start(module.create_component(&cid), reference);
-        assert_eq!(inst.latency, latency, "the latency must not depend on the mode");
+        assert_eq!(
+            inst.latency, latency,
+            "the latency must not depend on the mode"
+        );
         let expected = inst.run(&input, &BLOCKS);
         inst.stop();
         for c in 0..2 {
@@ -860,7 +863,10 @@ fn vst3_child_scenario() {
                 .fold(0.0f32, f32::max);
             println!("channel {c}: max |per-block offline - offline bounce| = {diff:e}");
             assert!(
-                out[c].iter().zip(&expected[c]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                out[c]
+                    .iter()
+                    .zip(&expected[c])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "channel {c}: the bounce marked offline per block differs from an offline \
                  bounce (max diff {diff:e})"
             );

@@ -21,10 +21,24 @@ Commands:
         Create .venv-xtask/ with pinned onnx, onnxruntime and numpy, and run
         xtask/python/make_stateful.py: models/dfn3/*.onnx -> models/dfn3/stateful/, checked
         against the original graphs.
+  export-model <htdemucs|htdemucs_ft|dns64|master64> [--random-init] [--out DIR]
+               [--window-s SECONDS] [--weights PATH]
+        Export HTDemucs (htdemucs; htdemucs_ft: its vocals model) or the Demucs speech
+        denoiser (dns64, master64) to ONNX with model.toml, PROVENANCE.md, LICENSE and
+        reference vectors (docs/models.md). Creates .venv-export/ with the pinned packages of
+        tools/export/requirements*.txt and runs tools/export/export_{htdemucs,denoiser}.py.
+        Pretrained weights are downloaded by demucs/denoiser (internet needed) or read from
+        --weights (demucs: a folder of its .th files; denoiser: the .th state dict); the
+        output goes to models/local/<name>/ (git-ignored). --random-init exports a small,
+        seeded random model of the same architecture instead, to models/htdemucs-tiny/ or
+        models/denoiser-tiny/ (htdemucs_ft: models/local/htdemucs_ft-tiny/).
+        --window-s sets the graph's window (HTDemucs default: its training segment; denoiser
+        default: a dynamic time axis).
   test [ARGS...]
         fetch-runtime, bundle the plugin for the host tests in tests/ (as `bundle voxsift
         --features assert_process_allocs`: debug, aborting on allocations in `process`), then
-        `cargo test --workspace ARGS...` with VOXSIFT_ORT_LIB set.
+        `cargo test --workspace ARGS...` with VOXSIFT_ORT_LIB set, and VOXSIFT_PYTHON set to
+        .venv-xtask/ with the pinned Python packages (pystoi, mir_eval: the evaluation tests).
   bundle [voxsift | -p voxsift] [--gpu] [--release] [CARGO ARGS...]
         fetch-runtime (with --gpu: the GPU runtime, CUDA provider included), build the plugin
         with nice-plug-xtask (`cargo build -p voxsift CARGO ARGS...`, e.g. --release,
@@ -76,8 +90,17 @@ const PINNED_WHEELS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Python packages for `stateful-models`.
-const PYTHON_PINS: &[&str] = &["onnx==1.23.2", "onnxruntime==1.31.1", "numpy==2.4.6"];
+/// Python packages for `stateful-models`, and the reference implementations `test` compares
+/// the evaluation suite with (pystoi, mir_eval; plugin/tests/eval.rs).
+const PYTHON_PINS: &[&str] = &[
+    "onnx==1.23.2",
+    "onnxruntime==1.31.1",
+    "numpy==2.4.6",
+    "scipy==1.16.3",
+    "pystoi==0.4.1",
+    "mir_eval==0.8.2",
+    "decorator==5.3.1",
+];
 
 /// The library in the wheel's `onnxruntime/capi/`, the name the loader looks for, and the
 /// extra libraries for the CPU and the GPU wheel.
@@ -153,6 +176,10 @@ fn try_main() -> Result<ExitCode> {
             stateful_models(&root)?;
             Ok(ExitCode::SUCCESS)
         }
+        "export-model" => {
+            export_model(&root, rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "test" => {
             // The host tests in tests/ load target/bundled/Voxsift.{clap,vst3}.
             let built = bundle(
@@ -165,11 +192,24 @@ fn try_main() -> Result<ExitCode> {
                 ],
             )?;
             let lib = built.runtime_lib;
+            // The CLI's default mask cache lives under XDG_CACHE_HOME: give the tests a fresh,
+            // empty one, so that nothing a user rendered before can stand in for a render.
+            let cache_home = root.join("target/test-cache-home");
+            let _ = std::fs::remove_dir_all(&cache_home);
+            std::fs::create_dir_all(&cache_home)
+                .with_context(|| format!("creating {}", cache_home.display()))?;
             let mut c = Command::new(cargo());
             c.current_dir(&root)
                 .args(["test", "--workspace"])
                 .args(rest)
-                .env("VOXSIFT_ORT_LIB", &lib);
+                .env("VOXSIFT_ORT_LIB", &lib)
+                .env("XDG_CACHE_HOME", &cache_home);
+            match eval_python(&root) {
+                Ok(python) => {
+                    c.env("VOXSIFT_PYTHON", python);
+                }
+                Err(e) => eprintln!("note: {e:#}; the pystoi and mir_eval comparisons are skipped"),
+            }
             let code = exit_code(&mut c)?;
             if code != ExitCode::SUCCESS || !rest.is_empty() {
                 return Ok(code);
@@ -296,6 +336,23 @@ fn venv_python(root: &Path) -> Result<PathBuf> {
         run(Command::new(system).arg("-m").arg("venv").arg(&venv))
             .context("cannot create .venv-xtask (on Debian: apt-get install python3-venv)")?;
     }
+    Ok(python)
+}
+
+/// The Python of `.venv-xtask/` with [`PYTHON_PINS`] installed, for the comparisons with
+/// pystoi and mir_eval in plugin/tests/eval.rs (passed to the tests as `VOXSIFT_PYTHON`).
+fn eval_python(root: &Path) -> Result<PathBuf> {
+    let python = venv_python(root)?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PYTHON_PINS))
+    .context("cannot install the pinned Python packages into .venv-xtask")?;
     Ok(python)
 }
 
@@ -453,6 +510,130 @@ fn stateful_models(root: &Path) -> Result<()> {
         .current_dir(root)
         .arg(root.join("xtask").join("python").join("make_stateful.py")))
     .context("make_stateful.py failed")
+}
+
+/// The venv of `export-model` (torch and friends: kept apart from `.venv-xtask/`).
+const EXPORT_VENV: &str = ".venv-export";
+
+/// Exit status of the export scripts when the pretrained weights could not be downloaded.
+const EXIT_NO_WEIGHTS: i32 = 3;
+
+/// `export-model`: exports a model with tools/export/ in `.venv-export/`.
+fn export_model(root: &Path, args: &[String]) -> Result<()> {
+    let mut name = None;
+    let mut random_init = false;
+    let mut out = None;
+    let mut window = None;
+    let mut weights = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("export-model: {flag} needs a value\n\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--random-init" => random_init = true,
+            "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--window-s" => {
+                let v = value("--window-s")?;
+                let s: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .with_context(|| format!("export-model: bad --window-s {v}"))?;
+                window = Some(s.to_string());
+            }
+            "--weights" => weights = Some(PathBuf::from(value("--weights")?)),
+            n if !n.starts_with('-') && name.is_none() => name = Some(n.to_string()),
+            _ => bail!("export-model: unexpected argument {a}\n\n{USAGE}"),
+        }
+    }
+    let name = name.with_context(|| format!("export-model: which model?\n\n{USAGE}"))?;
+    let (script, tiny) = match name.as_str() {
+        "htdemucs" => ("export_htdemucs.py", "htdemucs-tiny"),
+        "htdemucs_ft" => ("export_htdemucs.py", "local/htdemucs_ft-tiny"),
+        "dns64" => ("export_denoiser.py", "denoiser-tiny"),
+        // The same random model as dns64's: only the pretrained weights differ.
+        "master64" => ("export_denoiser.py", "denoiser-tiny"),
+        _ => bail!("export-model: unknown model {name} (htdemucs, htdemucs_ft, dns64, master64)"),
+    };
+    ensure!(
+        !(random_init && weights.is_some()),
+        "export-model: --random-init and --weights exclude each other"
+    );
+    let out = match out {
+        // Relative to where cargo was run from, like any path argument.
+        Some(o) => env::current_dir()?.join(o),
+        None if random_init => root.join("models").join(tiny),
+        None => root.join("models").join("local").join(&name),
+    };
+
+    let python = export_venv(root)?;
+    let mut cmd = Command::new(&python);
+    cmd.arg(root.join("tools").join("export").join(script))
+        .arg(&name)
+        .arg("--out")
+        .arg(&out);
+    if random_init {
+        cmd.arg("--random-init");
+    }
+    if let Some(w) = window {
+        cmd.args(["--window-s", &w]);
+    }
+    if let Some(w) = weights {
+        cmd.arg("--weights").arg(env::current_dir()?.join(w));
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(EXIT_NO_WEIGHTS) => bail!(
+            "the pretrained weights of {name} could not be downloaded (see above): run this \
+             on a machine with internet access, pass --weights with a local copy, or use \
+             --random-init"
+        ),
+        _ => bail!("{script} failed: {status}"),
+    }
+}
+
+/// The Python of `.venv-export/` with the pinned packages of `tools/export/`, creating or
+/// updating the venv when the requirement files changed since it was last set up.
+fn export_venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join(EXPORT_VENV);
+    let python = if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    };
+    if !python.is_file() {
+        let system = if cfg!(windows) { "python" } else { "python3" };
+        run(Command::new(system).arg("-m").arg("venv").arg(&venv)).with_context(|| {
+            format!("cannot create {EXPORT_VENV} (on Debian: apt-get install python3-venv)")
+        })?;
+    }
+    let dir = root.join("tools").join("export");
+    let reqs = dir.join("requirements.txt");
+    let nodeps = dir.join("requirements-nodeps.txt");
+    let stamp = venv.join("voxsift-export-requirements.sha256");
+    let want = format!("{}\n{}\n", sha256_file(&reqs)?, sha256_file(&nodeps)?);
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(python);
+    }
+    println!("setting up {EXPORT_VENV}/ (torch, onnx, demucs, denoiser; a few GB on Linux)");
+    let pip = |extra: &[&str], file: &Path| {
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--disable-pip-version-check"])
+            .args(extra)
+            .arg("-r")
+            .arg(file))
+        .with_context(|| format!("pip could not install {}", file.display()))
+    };
+    pip(&[], &reqs)?;
+    pip(&["--no-deps"], &nodeps)?;
+    fs::write(&stamp, want)?;
+    Ok(python)
 }
 
 /// `bundle`'s package list: `-p PKG`... or one leading package name, else the plugin; the rest

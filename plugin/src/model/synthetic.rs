@@ -42,6 +42,14 @@ impl SyntheticModel {
             cutoff_bin: 40,
         }
     }
+
+    /// The same with the attenuated band starting at `cutoff_hz` instead of bin 40 (2 kHz at a
+    /// 10 ms hop), so that two synthetic models can give different masks (fusion tests).
+    pub fn with_cutoff_hz(mut self, cutoff_hz: f32) -> Self {
+        let bin = (cutoff_hz as f64 / self.spec.bin_hz()).round();
+        self.cutoff_bin = (bin.max(0.0) as usize).min(self.spec.bins);
+        self
+    }
 }
 
 impl MaskModel for SyntheticModel {

@@ -671,6 +671,9 @@ fn controls(ui: &mut Ui, p: &VoxsiftParams, setter: &ParamSetter) {
     row(ui, "Device", &mut |ui| {
         ui.add(ParamSlider::for_param(&p.device, setter).with_width(slider_width));
     });
+    row(ui, "Preset", &mut |ui| {
+        ui.add(ParamSlider::for_param(&p.preset, setter).with_width(slider_width));
+    });
     ui.horizontal(|ui| {
         toggle(ui, setter, &p.link, "Link channels");
         toggle(ui, setter, &p.bypass, "Bypass");

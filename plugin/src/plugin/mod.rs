@@ -2,7 +2,15 @@
 //!
 //! - `activate` (main thread) builds the [`Engine`] for the host's rate, block size, channel
 //!   count and process mode, reports its latency and starts the [`Worker`], which loads the
-//!   model on its own thread. All allocation happens there.
+//!   models on its own thread. All allocation happens there.
+//! - The Preset parameter chooses the models: Live (DeepFilterNet3 alone) or Studio
+//!   (DeepFilterNet3 fused by max with a separator from `VOXSIFT_SEPARATOR`, by default
+//!   `models/local/htdemucs`). When every model's spec is known beforehand (Live), the engine is
+//!   built at once and the model loads in the background; a separator's lookahead is only
+//!   known once it is loaded and warmed up, so for Studio `activate` waits for the worker to
+//!   publish the specs and builds the engine for them, and the latency it reports covers the
+//!   slowest model. A missing separator, or one that fails to load, falls back to Live and
+//!   the status says why. Changing the preset (or the device) asks the host for a restart.
 //! - `process` (audio thread) hands the parameters to the engine and runs it in place; in
 //!   realtime it never waits, in offline rendering (`ProcessMode::Offline`) it waits for every
 //!   mask, so a bounce equals `voxsift render` with the same settings.
@@ -14,22 +22,26 @@ pub mod meters;
 pub mod params;
 
 use crate::engine::{Engine, EngineConfig, RunMode};
-use crate::model::dfn3;
-use crate::render::ModelChoice;
-use crate::runtime::{self, SessionOptions};
+use crate::model::{dfn3, separator, ModelSpec};
+use crate::render::{self as render_mod, ModelChoice, RenderError, Schedule, SyntheticSettings};
+use crate::runtime::{self, Provider, SessionOptions};
 use crate::status::{Shared, WorkerState};
-use crate::worker::{resampler_lag, Worker};
+use crate::worker::{engine_timing, Worker};
 use editor::VoxsiftEditor;
 use meters::{MeterWriter, Meters};
 use nice_plug::prelude::*;
 use params::VoxsiftParams;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
 
 /// Inference threads per plugin instance (the CLI's default, so bounces match it).
 const THREADS: usize = 1;
+
+/// How long `activate` waits for models whose latency is known only once they are loaded.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the editor and tests can read about the running instance. The audio thread never
 /// touches the mutex; it is written by `activate`/`deactivate` on the main thread.
@@ -55,7 +67,10 @@ impl PluginStatus {
             None => "inactive".into(),
             Some(s) => match s.state() {
                 WorkerState::Starting => "loading the model".into(),
-                WorkerState::Running => "running".into(),
+                WorkerState::Running => match s.message() {
+                    m if m.is_empty() => "running".into(),
+                    m => format!("running ({m})"),
+                },
                 WorkerState::Failed => format!("passing audio through: {}", s.message()),
                 WorkerState::Stopped => "stopped".into(),
             },
@@ -79,7 +94,9 @@ pub struct Voxsift {
     worker: Option<Worker>,
     /// The device (execution provider) the current activation asked for.
     device: params::Device,
-    /// Set once a restart was requested for a device change (audio thread).
+    /// The preset the current activation asked for.
+    preset: params::Preset,
+    /// Set once a restart was requested for a device or preset change (audio thread).
     restart_requested: bool,
 }
 
@@ -94,6 +111,7 @@ impl Default for Voxsift {
             engine: None,
             worker: None,
             device: params::Device::Cpu,
+            preset: params::Preset::Live,
             restart_requested: false,
         }
     }
@@ -142,6 +160,128 @@ fn model_choice() -> ModelChoice {
         Some(v) if v == "synthetic" => ModelChoice::Synthetic(dfn3::SPEC.lookahead),
         Some(v) if !v.is_empty() && v != "dfn3" => ModelChoice::Dfn3Dir(PathBuf::from(v)),
         _ => ModelChoice::Dfn3,
+    }
+}
+
+/// The separator for the Studio preset, or why there is none: `VOXSIFT_SEPARATOR` (read at
+/// activation) when set — a separator model directory, or
+/// `synthetic[:LOOKAHEAD[:RATE[:CUTOFF_HZ]]]` (the synthetic test model standing in for a
+/// separator: it reports its spec only once loaded, as a separator does; used by the host
+/// tests) — else
+/// [`render_mod::DEFAULT_SEPARATOR`] (`models/local/htdemucs`, where `cargo xtask export-model
+/// htdemucs` writes it) or `models/htdemucs` under the working directory, the source tree, or
+/// the folder of this plugin's binary.
+fn separator_choice() -> Result<ModelChoice, String> {
+    if let Some(v) = std::env::var_os("VOXSIFT_SEPARATOR").filter(|v| !v.is_empty()) {
+        let text = v.to_string_lossy();
+        if text.starts_with("synthetic") {
+            let deferred = |lookahead, sample_rate, cutoff_hz| {
+                ModelChoice::SyntheticWith(SyntheticSettings {
+                    lookahead,
+                    sample_rate,
+                    cutoff_hz,
+                    deferred: true,
+                })
+            };
+            return match ModelChoice::parse(&text).map_err(|e| e.to_string())? {
+                ModelChoice::Synthetic(la) => Ok(deferred(la, 48_000, 2_000.0)),
+                ModelChoice::SyntheticWith(s) => {
+                    Ok(deferred(s.lookahead, s.sample_rate, s.cutoff_hz))
+                }
+                other => Err(format!("VOXSIFT_SEPARATOR: {other:?} is not a separator")),
+            };
+        }
+        let dir = PathBuf::from(v);
+        return render_mod::check_separator_dir(&dir)
+            .map(|()| ModelChoice::Separator(dir))
+            .map_err(|e| e.to_string());
+    }
+    let default = render_mod::default_separator_dir();
+    let beside = module_dir().into_iter().flat_map(|d| {
+        [render_mod::DEFAULT_SEPARATOR, render_mod::OTHER_SEPARATOR].map(|s| d.join(s))
+    });
+    std::iter::once(default.clone())
+        .chain(beside)
+        .find(|d| render_mod::is_separator_dir(d))
+        .map(ModelChoice::Separator)
+        .ok_or_else(|| RenderError::MissingSeparator(default).to_string())
+}
+
+/// Inference margins (ms) that separators loaded in this process measured, by directory,
+/// stream count and device. Later activations load the separator with the same margin, so
+/// the latency of a configuration stays the same however long the warm-up run took then.
+static MARGINS: Mutex<Vec<(PathBuf, usize, Provider, f64)>> = Mutex::new(Vec::new());
+
+/// The margin pinned for the separator in `dir` with `streams` streams on `provider`.
+fn pinned_margin(dir: &Path, streams: usize, provider: Provider) -> Option<f64> {
+    let margins = MARGINS.lock().ok()?;
+    margins
+        .iter()
+        .find(|(d, s, p, _)| d == dir && *s == streams && *p == provider)
+        .map(|m| m.3)
+}
+
+/// Pins the margin the separator in `dir` measured: its reported lookahead `spec` less what
+/// its schedule needs, in 10 ms hops.
+fn pin_margin(dir: &Path, streams: usize, provider: Provider, spec: &ModelSpec) {
+    let Ok(planned) =
+        separator::describe(dir).and_then(|d| separator::planned_spec(&d, &Schedule::default(), 0))
+    else {
+        return;
+    };
+    let ms = spec.lookahead.saturating_sub(planned.lookahead) as f64 * 10.0;
+    if let Ok(mut margins) = MARGINS.lock() {
+        if !margins
+            .iter()
+            .any(|(d, s, p, _)| d == dir && *s == streams && *p == provider)
+        {
+            margins.push((dir.to_path_buf(), streams, provider, ms));
+        }
+    }
+}
+
+/// Starts a worker for `model` and builds its engine for `config`. When every model's spec
+/// is known beforehand the engine is built at once and the models load in the background
+/// (audio passes through, delayed, until they are ready; a failure keeps it so). Otherwise
+/// this waits, off the audio thread, until the models are loaded and warmed up and builds
+/// the engine for the specs they report; if they fail or time out, returns why.
+fn launch(
+    config: EngineConfig,
+    model: &ModelChoice,
+    opts: SessionOptions,
+    schedule: Schedule,
+    notice: Option<String>,
+) -> Result<(Engine, Worker), String> {
+    let mut plan = model.plan(config.mask_streams(), opts, schedule);
+    plan.notice = notice;
+    if let Some(specs) = model.known_specs() {
+        let (lookahead, lag) = engine_timing(config.sample_rate, &specs);
+        let mut engine = Engine::new(config, lookahead, lag);
+        let (worker, link) = Worker::spawn_plan(&config, plan);
+        engine.connect(link);
+        return Ok((engine, worker));
+    }
+    model.check().map_err(|e| e.to_string())?;
+    let (mut worker, link) = Worker::spawn_plan(&config, plan);
+    match worker.wait_ready(LOAD_TIMEOUT) {
+        WorkerState::Running => {
+            let (lookahead, lag) = engine_timing(config.sample_rate, &worker.shared().specs());
+            let mut engine = Engine::new(config, lookahead, lag);
+            engine.connect(link);
+            Ok((engine, worker))
+        }
+        state => {
+            let why = match state {
+                WorkerState::Starting => format!(
+                    "{} did not load within {} s",
+                    model.name(),
+                    LOAD_TIMEOUT.as_secs()
+                ),
+                _ => worker.shared().message(),
+            };
+            worker.stop();
+            Err(why)
+        }
     }
 }
 
@@ -240,34 +380,70 @@ impl Plugin for Voxsift {
                 run_mode,
             )
         };
-        let model = model_choice();
         let device = self.params.device.value();
         self.device = device;
+        let preset = self.params.preset.value();
+        self.preset = preset;
         self.restart_requested = false;
-        let spec = model.spec();
-        let mut engine = Engine::new(config, spec.lookahead, resampler_lag(sample_rate, &spec));
+        let opts = SessionOptions {
+            threads: THREADS,
+            provider: device.provider(),
+        };
+        let live = model_choice();
+        let (model, notice) = match preset {
+            params::Preset::Live => (live.clone(), None),
+            params::Preset::Studio => match separator_choice() {
+                Ok(separator) => (preset.preset().models(live.clone(), separator), None),
+                Err(why) => (
+                    live.clone(),
+                    Some(format!("Studio is not available: {why}; running Live")),
+                ),
+            },
+        };
+        // A separator loaded before in this process keeps the margin it measured then.
+        let separator_dir = match &model {
+            ModelChoice::Fused { members, .. } => members.iter().find_map(|(m, _)| match m {
+                ModelChoice::Separator(dir) => Some(dir.clone()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        let streams = config.mask_streams();
+        let schedule = Schedule {
+            margin_ms: separator_dir
+                .as_deref()
+                .and_then(|d| pinned_margin(d, streams, opts.provider)),
+            ..Schedule::default()
+        };
+        let (mut engine, worker, model) = match launch(config, &model, opts, schedule, notice) {
+            Ok((e, w)) => {
+                if let (Some(dir), None) = (&separator_dir, schedule.margin_ms) {
+                    // Studio's members are the live model, then the separator.
+                    if let Some(spec) = w.shared().specs().get(1) {
+                        pin_margin(dir, streams, opts.provider, spec);
+                    }
+                }
+                (e, w, model)
+            }
+            Err(why) => {
+                let notice = format!("Studio could not start: {why}; running Live");
+                match launch(config, &live, opts, Schedule::default(), Some(notice)) {
+                    Ok((e, w)) => (e, w, live),
+                    // Only models known beforehand are left, and those never wait.
+                    Err(_) => return false,
+                }
+            }
+        };
         engine.set_params_immediate(self.params.engine_params());
-        let (worker, link) = Worker::spawn(
-            &config,
-            spec,
-            model.factory_with(
-                config.mask_streams(),
-                SessionOptions {
-                    threads: THREADS,
-                    provider: device.provider(),
-                },
-            ),
-        );
         if let Ok(mut w) = self.status.worker.lock() {
             *w = Some(worker.shared().clone());
         }
         if let Ok(mut m) = self.status.model.lock() {
-            *m = spec.name.to_string();
+            *m = model.name();
         }
         if let Ok(mut p) = self.status.provider.lock() {
             *p = device.provider().name().to_string();
         }
-        engine.connect(link);
         let latency = engine.latency_samples() as u32;
         context.set_latency_samples(latency);
         self.status.latency.store(latency, Ordering::Relaxed);
@@ -299,8 +475,11 @@ impl Plugin for Voxsift {
         let Some(engine) = self.engine.as_mut() else {
             return ProcessStatus::Normal;
         };
-        if self.params.device.value() != self.device && !self.restart_requested {
-            // A new session is built off this thread, in the next `activate`.
+        let changed =
+            self.params.device.value() != self.device || self.params.preset.value() != self.preset;
+        if changed && !self.restart_requested {
+            // New sessions (and, for a preset, a new latency) are built off this thread, in the
+            // next `activate`.
             self.restart_requested = true;
             context.request_restart();
         }

@@ -34,6 +34,10 @@ pub struct VoxsiftParams {
     /// Where the model runs; a change restarts the plugin's processing (not automatable).
     #[id = "device"]
     pub device: EnumParam<Device>,
+    /// Which models run (Live or Studio); a change restarts the plugin's processing, since
+    /// the latency changes (not automatable).
+    #[id = "preset"]
+    pub preset: EnumParam<Preset>,
     /// The editor's size and zoom, saved with the plugin state.
     #[persist = "editor-state"]
     pub editor_state: EditorState,
@@ -94,6 +98,7 @@ impl Default for VoxsiftParams {
             .with_step_size(0.1),
             bypass: BoolParam::new("Bypass", d.bypass).make_bypass(),
             device: EnumParam::new("Device", Device::Cpu).non_automatable(),
+            preset: EnumParam::new("Preset", Preset::Live).non_automatable(),
             editor_state: EditorState::default(),
         }
     }
@@ -124,6 +129,29 @@ impl Device {
             Self::Cuda => Provider::Cuda,
             Self::CoreMl => Provider::CoreMl,
             Self::DirectMl => Provider::DirectMl,
+        }
+    }
+}
+
+/// The model presets, as a parameter.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// DeepFilterNet3 alone: the lowest latency.
+    #[name = "Live"]
+    Live,
+    /// DeepFilterNet3 fused by max with a separator (`VOXSIFT_SEPARATOR`, by default
+    /// `models/local/htdemucs`): more latency, better on music. Falls back to Live, saying
+    /// why, when the separator is missing or cannot load.
+    #[name = "Studio"]
+    Studio,
+}
+
+impl Preset {
+    /// The library preset it stands for.
+    pub fn preset(self) -> crate::render::Preset {
+        match self {
+            Self::Live => crate::render::Preset::Live,
+            Self::Studio => crate::render::Preset::Studio,
         }
     }
 }

@@ -1,13 +1,35 @@
-//! The worker thread: takes hops from the audio thread, resamples them to the model's rate,
-//! runs the model, maps its masks onto the engine's grid and hands them back, each tagged
-//! with its frame index. It owns the model; sessions are built here, off the audio thread.
+//! The worker thread: takes hops from the audio thread, resamples them to each model's rate,
+//! runs the models, maps their masks onto the engine's grid, fuses them and hands them back,
+//! each tagged with its frame index. It owns the models; sessions are built here, off the
+//! audio thread.
 //!
 //! It never blocks the audio thread: it polls its input ring (sleeping briefly when there is
 //! nothing to do) and, when the mask ring is full, waits itself.
+//!
+//! # Several models
+//!
+//! A worker runs a [`Plan`]: one or more [`Member`]s, each a model with a weight. Every member
+//! gets every hop through its own resampler (host rate to its rate; none when they are equal),
+//! keeps its own queue of masks by model frame and its own map of its bins onto the engine's
+//! grid. Host frame `f` is emitted once every member has produced its model frame for `f`
+//! ([`model_frame`]) in every active stream; the mapped masks are then fused per bin by the
+//! plan's [`Fusion`] rule (see [`crate::model::fusion`] for the math). A single member is not
+//! fused at all: its mapped mask is sent as it is, so a one-model plan is what a worker ran
+//! before fusion existed, bit for bit.
+//!
+//! # Specs after loading
+//!
+//! Some models (separators) know their lookahead only once loaded (it includes a margin
+//! measured from a warm-up run). The worker therefore loads every member first, checks each
+//! against the spec it was expected to have (when one was given), publishes the specs through
+//! [`Shared::specs`] and only then reports [`WorkerState::Running`]. Whoever builds the engine
+//! either knew the specs beforehand or waits for that state and builds it from
+//! [`engine_timing`] of the published specs.
 
 pub mod resample;
 
 use crate::engine::{EngineConfig, Grid, WorkerLink};
+use crate::model::fusion::{self, Fusion};
 use crate::model::{MaskModel, ModelError, ModelSpec};
 use crate::ring::{framed, FrameConsumer, FrameProducer};
 use crate::status::{Shared, WorkerState};
@@ -26,6 +48,9 @@ const POLL: Duration = Duration::from_micros(200);
 
 /// Frames the rings hold.
 const RING_FRAMES: usize = 64;
+
+/// Model masks each member queues beyond what the slowest member needs.
+const PENDING_SLACK: usize = 16;
 
 /// Host frame `f` is masked with model frame `model_frame(f)`: the model frame nearest in time.
 /// On grids with an exact 10 ms hop they are the same frame.
@@ -53,7 +78,13 @@ pub fn resampler_lag(sample_rate: u32, spec: &ModelSpec) -> usize {
     let mut need_frame = 0u64; // next host frame to account for
     let mut lag = 0i64;
     let frames = 400u64;
-    for h in 0..frames + 50 {
+    // Host hops the lookahead spans: a long lookahead (a separator's) needs that many more
+    // hops before the first frames complete.
+    let ahead = (spec.lookahead as f64 * spec.hop as f64 / spec.sample_rate as f64
+        * sample_rate as f64
+        / grid.hop as f64)
+        .ceil() as u64;
+    for h in 0..frames + 50 + ahead {
         if rs.push(&[&zeros]).is_err() {
             return grid.hop;
         }
@@ -76,6 +107,70 @@ pub fn resampler_lag(sample_rate: u32, spec: &ModelSpec) -> usize {
     lag.max(0) as usize
 }
 
+/// Host samples model `spec` needs beyond frame `f` before the mask of frame `f` is ready:
+/// its lookahead in host hops plus its resampler's lag.
+fn member_delay(sample_rate: u32, spec: &ModelSpec) -> usize {
+    spec.lookahead * Grid::for_rate(sample_rate).hop + resampler_lag(sample_rate, spec)
+}
+
+/// The `(lookahead, resampler_lag)` to build an [`crate::engine::Engine`] with, at host
+/// `sample_rate`, for models reporting `specs`: the engine must wait for the slowest member.
+/// With `H` the host hop and `d_i = lookahead_i * H + resampler_lag_i` (host samples member
+/// `i` needs beyond a frame), it is `L = max lookahead_i` and `max d_i - L * H`, so the
+/// engine's `L * H + lag` is `max d_i`. For one model it is `(lookahead, resampler_lag)`
+/// exactly; for none, `(0, 0)`.
+pub fn engine_timing(sample_rate: u32, specs: &[ModelSpec]) -> (usize, usize) {
+    let hop = Grid::for_rate(sample_rate).hop;
+    if let [spec] = specs {
+        return (spec.lookahead, resampler_lag(sample_rate, spec));
+    }
+    let lookahead = specs.iter().map(|s| s.lookahead).max().unwrap_or(0);
+    let delay = specs
+        .iter()
+        .map(|s| member_delay(sample_rate, s))
+        .max()
+        .unwrap_or(0);
+    (lookahead, delay.saturating_sub(lookahead * hop))
+}
+
+/// One model of a worker's [`Plan`].
+pub struct Member {
+    /// Builds the model on the worker thread.
+    pub factory: ModelFactory,
+    /// Its weight in the fusion (finite, above 0; irrelevant for a single member).
+    pub weight: f32,
+    /// The spec the engine was built for, when it was known before loading: the loaded model
+    /// must report exactly this, or the worker fails. `None` for models whose spec is only
+    /// known once loaded (the engine is then built from [`Shared::specs`]).
+    pub expect: Option<ModelSpec>,
+}
+
+/// What a worker runs: its models and how their masks are fused.
+pub struct Plan {
+    /// The models, at least one; their masks are fused in this order.
+    pub members: Vec<Member>,
+    /// How their masks are combined per bin.
+    pub fusion: Fusion,
+    /// A line for the status before anything is loaded (e.g. why a preset fell back); the
+    /// models' own notices are added after it.
+    pub notice: Option<String>,
+}
+
+impl Plan {
+    /// A plan of one model whose spec is known beforehand.
+    pub fn single(spec: ModelSpec, factory: ModelFactory) -> Self {
+        Self {
+            members: vec![Member {
+                factory,
+                weight: 1.0,
+                expect: Some(spec),
+            }],
+            fusion: Fusion::Max,
+            notice: None,
+        }
+    }
+}
+
 /// A running worker thread. Dropping it stops and joins the thread.
 pub struct Worker {
     /// The thread.
@@ -93,18 +188,29 @@ impl Worker {
         spec: ModelSpec,
         factory: ModelFactory,
     ) -> (Worker, WorkerLink) {
+        Self::spawn_plan(config, Plan::single(spec, factory))
+    }
+
+    /// Starts a worker for an engine with `config` running the models of `plan`, fused. The
+    /// models are built on the worker thread; their specs appear in [`Shared::specs`] when
+    /// the state becomes [`WorkerState::Running`]. Returns the worker and the link to hand to
+    /// [`crate::engine::Engine::connect`]. Allocates the rings here.
+    pub fn spawn_plan(config: &EngineConfig, plan: Plan) -> (Worker, WorkerLink) {
         let grid = Grid::for_rate(config.sample_rate);
         let streams = config.mask_streams();
         let (hop_tx, hop_rx) = framed::<f32>(streams * grid.hop, RING_FRAMES);
         let (mask_tx, mask_rx) = framed::<Complex32>(streams * grid.bins, RING_FRAMES);
         let shared = Arc::new(Shared::default());
+        if let Some(n) = &plan.notice {
+            shared.set_message(n.clone());
+        }
         let sh = shared.clone();
         let cfg = *config;
         let thread = std::thread::Builder::new()
             .name("voxsift-worker".into())
             .spawn(move || {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(cfg, spec, factory, hop_rx, mask_tx, &sh)
+                    run(cfg, plan, hop_rx, mask_tx, &sh)
                 }));
                 match result {
                     Ok(Ok(())) => sh.set_state(WorkerState::Stopped),
@@ -144,7 +250,7 @@ impl Worker {
         &self.shared
     }
 
-    /// Waits until the model is loaded (or failed), up to `timeout`. Returns the state.
+    /// Waits until the models are loaded (or failed), up to `timeout`. Returns the state.
     pub fn wait_ready(&self, timeout: Duration) -> WorkerState {
         let start = Instant::now();
         loop {
@@ -226,48 +332,229 @@ fn bin_map(grid: &Grid, spec: &ModelSpec) -> Vec<(usize, f32)> {
         .collect()
 }
 
+/// Maps model mask `m` onto the engine grid through `map` (linear in frequency).
+fn map_mask(m: &[Complex32], map: &[(usize, f32)], out: &mut [Complex32]) {
+    for (o, &(j, w)) in out.iter_mut().zip(map) {
+        *o = if w == 0.0 {
+            m[j]
+        } else {
+            m[j] * (1.0 - w) + m[j + 1] * w
+        };
+    }
+}
+
+/// One loaded member: its model and everything that turns host hops into its masks on the
+/// engine grid.
+struct Lane {
+    /// The model.
+    model: Box<dyn MaskModel>,
+    /// What it reported when loaded.
+    spec: ModelSpec,
+    /// Host rate to model rate, when they differ.
+    resampler: Option<StreamResampler>,
+    /// Its bins onto the engine grid.
+    map: Vec<(usize, f32)>,
+    /// Per stream: its masks by model frame.
+    pending: Vec<Pending>,
+    /// Scratch: one hop at the model rate.
+    model_hop: Vec<f32>,
+    /// Scratch: one model mask.
+    model_mask: Vec<Complex32>,
+}
+
+impl Lane {
+    /// Builds the lane of a loaded model.
+    fn new(
+        model: Box<dyn MaskModel>,
+        cfg: &EngineConfig,
+        depth: usize,
+    ) -> Result<Self, ModelError> {
+        let grid = Grid::for_rate(cfg.sample_rate);
+        let streams = cfg.mask_streams();
+        let spec = model.spec();
+        let direct = cfg.sample_rate == spec.sample_rate && grid.hop == spec.hop;
+        let resampler = if direct {
+            None
+        } else {
+            Some(
+                StreamResampler::new(cfg.sample_rate, spec.sample_rate, grid.hop, streams)
+                    .map_err(|message| ModelError::Mismatch {
+                        graph: "resampler".into(),
+                        message,
+                    })?,
+            )
+        };
+        Ok(Self {
+            map: bin_map(&grid, &spec),
+            pending: (0..streams)
+                .map(|_| Pending::new(depth, spec.bins))
+                .collect(),
+            model_hop: vec![0.0f32; spec.hop],
+            model_mask: vec![Complex32::default(); spec.bins],
+            resampler,
+            spec,
+            model,
+        })
+    }
+
+    /// Restarts the model's stream.
+    fn reset(&mut self) {
+        self.model.reset();
+        if let Some(r) = self.resampler.as_mut() {
+            r.reset();
+        }
+        self.pending.iter_mut().for_each(Pending::clear);
+    }
+
+    /// Feeds one host hop per stream (`hop_buf`, `streams * host_hop`) to the model, computing
+    /// the first `active` streams, and queues the masks it returns.
+    fn feed(&mut self, hop_buf: &[f32], host_hop: usize, active: usize) -> Result<(), ModelError> {
+        let streams = self.pending.len();
+        match self.resampler.as_mut() {
+            None => {
+                for (s, p) in self.pending.iter_mut().enumerate().take(active) {
+                    let hop = &hop_buf[s * host_hop..(s + 1) * host_hop];
+                    if let Some(g) = self.model.push_hop(s, hop, &mut self.model_mask)? {
+                        p.slot(g).copy_from_slice(&self.model_mask);
+                    }
+                }
+            }
+            Some(r) => {
+                let inputs: Vec<&[f32]> = (0..streams)
+                    .map(|s| &hop_buf[s * host_hop..(s + 1) * host_hop])
+                    .collect();
+                r.push(&inputs).map_err(|message| ModelError::Inference {
+                    graph: "resampler".into(),
+                    message,
+                })?;
+                for (s, p) in self.pending.iter_mut().enumerate() {
+                    while r.pop(s, &mut self.model_hop) {
+                        if s >= active {
+                            continue;
+                        }
+                        if let Some(g) =
+                            self.model
+                                .push_hop(s, &self.model_hop, &mut self.model_mask)?
+                        {
+                            p.slot(g).copy_from_slice(&self.model_mask);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the mask for host frame `f` (relative to the stream start) is queued in the
+    /// first `active` streams.
+    fn has(&self, grid: &Grid, f: u64, active: usize) -> bool {
+        let g = model_frame(grid, &self.spec, f);
+        self.pending[..active].iter().all(|p| p.get(g).is_some())
+    }
+
+    /// Writes the mask of host frame `f` for `stream`, mapped onto the engine grid, to `out`.
+    /// False when it is not queued.
+    fn mapped(&self, grid: &Grid, f: u64, stream: usize, out: &mut [Complex32]) -> bool {
+        let g = model_frame(grid, &self.spec, f);
+        match self.pending[stream].get(g) {
+            Some(m) => {
+                map_mask(m, &self.map, out);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Loaded models with their weights, in member order.
+type Loaded = Vec<(Box<dyn MaskModel>, f32)>;
+
+/// Loads the models of `plan` in order (stopping early when asked to stop), checks each
+/// against the spec it was expected to have, and records their providers and notices.
+fn load(plan: Vec<Member>, shared: &Shared) -> Result<Option<Loaded>, ModelError> {
+    let mut models = Vec::with_capacity(plan.len());
+    let mut providers: Vec<String> = Vec::new();
+    for m in plan {
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let model = (m.factory)()?;
+        let provider = model.provider();
+        if !providers.contains(&provider) {
+            providers.push(provider);
+        }
+        shared.set_provider(providers.join(", "));
+        if let Some(notice) = model.notice() {
+            shared.add_message(notice);
+        }
+        let mspec = model.spec();
+        if let Some(spec) = m.expect.filter(|s| *s != mspec) {
+            return Err(ModelError::Mismatch {
+                graph: mspec.name.into(),
+                message: format!("model reports {mspec:?}, engine was built for {spec:?}"),
+            });
+        }
+        models.push((model, m.weight));
+    }
+    Ok(Some(models))
+}
+
 /// The worker's main loop.
 fn run(
     cfg: EngineConfig,
-    spec: ModelSpec,
-    factory: ModelFactory,
+    plan: Plan,
     mut hops: FrameConsumer<f32>,
     mut masks: FrameProducer<Complex32>,
     shared: &Shared,
 ) -> Result<(), ModelError> {
     let grid = Grid::for_rate(cfg.sample_rate);
     let streams = cfg.mask_streams();
-    let mut model = factory()?;
-    shared.set_provider(model.provider());
-    if let Some(notice) = model.notice() {
-        shared.set_message(notice);
-    }
-    let mspec = model.spec();
-    if mspec != spec {
+    let fusion = plan.fusion;
+    if plan.members.is_empty() {
         return Err(ModelError::Mismatch {
-            graph: mspec.name.into(),
-            message: format!("model reports {mspec:?}, engine was built for {spec:?}"),
+            graph: "plan".into(),
+            message: "no model to run".into(),
         });
     }
-    let direct = cfg.sample_rate == spec.sample_rate && grid.hop == spec.hop;
-    let mut resampler = if direct {
-        None
-    } else {
-        Some(
-            StreamResampler::new(cfg.sample_rate, spec.sample_rate, grid.hop, streams).map_err(
-                |message| ModelError::Mismatch {
-                    graph: "resampler".into(),
-                    message,
-                },
-            )?,
-        )
+    let Some(models) = load(plan.members, shared)? else {
+        return Ok(());
     };
-    let map = bin_map(&grid, &spec);
-    let mut pending: Vec<Pending> = (0..streams).map(|_| Pending::new(16, spec.bins)).collect();
+    let specs: Vec<ModelSpec> = models.iter().map(|(m, _)| m.spec()).collect();
+    let weights: Vec<f32> = models.iter().map(|(_, w)| *w).collect();
+    if models.len() > 1 {
+        fusion::check_weights(&weights).map_err(|message| ModelError::Mismatch {
+            graph: "fusion".into(),
+            message,
+        })?;
+    }
+    // Each member queues what it produces while the slowest one catches up.
+    let delays: Vec<usize> = if specs.len() > 1 {
+        specs
+            .iter()
+            .map(|s| member_delay(cfg.sample_rate, s))
+            .collect()
+    } else {
+        vec![0]
+    };
+    let slowest = delays.iter().copied().max().unwrap_or(0);
+    let mut lanes = Vec::with_capacity(models.len());
+    for ((model, _), d) in models.into_iter().zip(&delays) {
+        let spec = model.spec();
+        let ahead = (slowest - d) as f64 / cfg.sample_rate as f64 * spec.sample_rate as f64
+            / spec.hop as f64;
+        lanes.push(Lane::new(
+            model,
+            &cfg,
+            PENDING_SLACK + ahead.ceil() as usize,
+        )?);
+    }
+    shared.set_specs(specs);
+    let members = lanes.len();
     let mut hop_buf = vec![0.0f32; streams * grid.hop];
-    let mut model_hop = vec![0.0f32; spec.hop];
-    let mut model_mask = vec![Complex32::default(); spec.bins];
     let mut out = vec![Complex32::default(); streams * grid.bins];
+    // Fusion scratch: every member's mapped mask for one stream, one gain per member.
+    let mut mapped = vec![Complex32::default(); members * grid.bins];
+    let mut scratch = vec![Complex32::default(); members];
     let mut expected: Option<u64> = None; // next host frame expected
     let mut origin = 0u64; // host frame index of the first hop after the last reset
     let mut next_emit = 0u64; // next host frame (relative to origin) to send
@@ -289,12 +576,8 @@ fn run(
         }
         if expected != Some(tag) {
             // First hop, hops were dropped, the engine was reset (new epoch) or the channel
-            // mode changed: start the stream again from here.
-            model.reset();
-            if let Some(r) = resampler.as_mut() {
-                r.reset();
-            }
-            pending.iter_mut().for_each(Pending::clear);
+            // mode changed: start the streams again from here.
+            lanes.iter_mut().for_each(Lane::reset);
             origin = tag;
             next_emit = 0;
         }
@@ -302,54 +585,25 @@ fn run(
         // Linked: stream 0 holds the channel mean and is the only one computed.
         let linked = crate::engine::tag::linked(tag);
         let active = if linked { 1 } else { streams };
-        // Feed the model, collecting its masks by model frame.
-        if resampler.is_none() {
-            for (s, p) in pending.iter_mut().enumerate().take(active) {
-                let hop = &hop_buf[s * grid.hop..(s + 1) * grid.hop];
-                if let Some(g) = model.push_hop(s, hop, &mut model_mask)? {
-                    p.slot(g).copy_from_slice(&model_mask);
-                }
-            }
-        } else if let Some(r) = resampler.as_mut() {
-            let inputs: Vec<&[f32]> = (0..streams)
-                .map(|s| &hop_buf[s * grid.hop..(s + 1) * grid.hop])
-                .collect();
-            r.push(&inputs).map_err(|message| ModelError::Inference {
-                graph: "resampler".into(),
-                message,
-            })?;
-            for (s, p) in pending.iter_mut().enumerate() {
-                while r.pop(s, &mut model_hop) {
-                    if s >= active {
-                        continue;
-                    }
-                    if let Some(g) = model.push_hop(s, &model_hop, &mut model_mask)? {
-                        p.slot(g).copy_from_slice(&model_mask);
-                    }
-                }
-            }
+        // Feed every model, collecting its masks by model frame.
+        for lane in &mut lanes {
+            lane.feed(&hop_buf, grid.hop, active)?;
         }
-        // Emit every host frame whose model frame is ready in all streams.
-        loop {
-            let g = model_frame(&grid, &spec, next_emit);
-            if !pending[..active].iter().all(|p| p.get(g).is_some()) {
-                break;
-            }
+        // Emit every host frame whose model frames are ready in every member and stream.
+        while lanes.iter().all(|l| l.has(&grid, next_emit, active)) {
             for s in 0..streams {
-                let Some(m) = pending[if linked { 0 } else { s }].get(g) else {
-                    break;
-                };
-                for ((o, &(j, w)), _) in out[s * grid.bins..(s + 1) * grid.bins]
-                    .iter_mut()
-                    .zip(&map)
-                    .zip(0..)
-                {
-                    *o = if w == 0.0 {
-                        m[j]
-                    } else {
-                        m[j] * (1.0 - w) + m[j + 1] * w
-                    };
+                let src = if linked { 0 } else { s };
+                let o = &mut out[s * grid.bins..(s + 1) * grid.bins];
+                if let [lane] = lanes.as_slice() {
+                    if !lane.mapped(&grid, next_emit, src, o) {
+                        break;
+                    }
+                    continue;
                 }
+                for (lane, m) in lanes.iter().zip(mapped.chunks_exact_mut(grid.bins)) {
+                    lane.mapped(&grid, next_emit, src, m);
+                }
+                fusion::fuse_masks(fusion, &mapped, &weights, &mut scratch, o);
             }
             let host_frame = origin + next_emit;
             while !masks.try_push(host_frame, &out) {
@@ -370,4 +624,52 @@ fn run(
         shared.worker_load.store(load, Ordering::Relaxed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::synthetic::SyntheticModel;
+
+    #[test]
+    fn one_spec_gives_its_own_lookahead_and_lag() {
+        for sr in [16_000, 44_100, 48_000, 96_000] {
+            let spec = SyntheticModel::new(1, 2).spec();
+            assert_eq!(
+                engine_timing(sr, &[spec]),
+                (2, resampler_lag(sr, &spec)),
+                "{sr}"
+            );
+        }
+        assert_eq!(engine_timing(48_000, &[]), (0, 0));
+    }
+
+    #[test]
+    fn several_specs_wait_for_the_slowest_member() {
+        let fast = SyntheticModel::new(1, 2).spec();
+        let slow = SyntheticModel::with_rate(1, 7, 16_000).spec();
+        for sr in [44_100, 48_000] {
+            let hop = Grid::for_rate(sr).hop;
+            let (la, lag) = engine_timing(sr, &[fast, slow]);
+            assert_eq!(la, 7);
+            let want = [fast, slow]
+                .iter()
+                .map(|s| s.lookahead * hop + resampler_lag(sr, s))
+                .max()
+                .unwrap_or(0);
+            assert_eq!(la * hop + lag, want, "{sr}");
+            // The order of the members does not matter.
+            assert_eq!(engine_timing(sr, &[slow, fast]), (la, lag));
+        }
+    }
+
+    #[test]
+    fn a_long_lookahead_still_measures_the_resampler_lag() {
+        // 500 frames of lookahead: more than the 450 hops the measurement used to run.
+        let short = SyntheticModel::with_rate(1, 2, 16_000).spec();
+        let long = SyntheticModel::with_rate(1, 500, 16_000).spec();
+        let lag = resampler_lag(44_100, &short);
+        assert!(lag > 0);
+        assert_eq!(resampler_lag(44_100, &long), lag);
+    }
 }
