@@ -275,17 +275,7 @@ impl Cholesky {
 mod tests {
     use super::*;
 
-    fn noise(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::eval::test_noise as noise;
 
     fn energy(x: &[f64]) -> f64 {
         x.iter().map(|v| v * v).sum()

@@ -270,6 +270,20 @@ pub fn score_mixture(inputs: &Inputs<'_>, opts: &ScoreOptions) -> MixtureScores 
     }
 }
 
+/// A deterministic pseudo-random sequence in [-1, 1] (xorshift), for the metric unit tests.
+#[cfg(test)]
+pub(crate) fn test_noise(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
