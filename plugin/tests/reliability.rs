@@ -1036,9 +1036,10 @@ fn corrupt_weights_give_finite_output_or_a_clear_error() {
                 assert!(y.iter().all(|v| v.is_finite()), "{g}: non-finite output");
                 println!(
                     "{g} with NaN weights: loads and runs; output finite, rms {:.2e} (input \
-                     {:.2e})",
+                     {:.2e}); notice: {:?}",
                     (y.iter().map(|v| v * v).sum::<f32>() / y.len() as f32).sqrt(),
-                    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
+                    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt(),
+                    r.notice
                 );
             }
             Err(e) => {
@@ -1349,6 +1350,14 @@ fn non_finite_and_huge_masks_give_finite_output() {
             e.frames_synthesized()
         );
         assert_eq!(bad, 0, "{mode:?}: non-finite output from bad masks");
+        // And the user is told that the model is broken (once).
+        let msg = w.shared().message();
+        println!("status: {msg}");
+        assert_eq!(
+            msg.matches("NaN or infinite gains").count(),
+            1,
+            "{mode:?}: a model returning non-finite masks must be reported once: {msg:?}"
+        );
     }
 }
 

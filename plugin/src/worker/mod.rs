@@ -360,6 +360,11 @@ struct Lane {
     model_hop: Vec<f32>,
     /// Scratch: one model mask.
     model_mask: Vec<Complex32>,
+    /// Mask frames the model returned with a NaN or infinite gain in them (the engine floors
+    /// those bins; a broken graph is told to the user once, through the status message).
+    nonfinite_frames: u64,
+    /// Whether that has been reported.
+    nonfinite_reported: bool,
 }
 
 impl Lane {
@@ -391,6 +396,8 @@ impl Lane {
                 .collect(),
             model_hop: vec![0.0f32; spec.hop],
             model_mask: vec![Complex32::default(); spec.bins],
+            nonfinite_frames: 0,
+            nonfinite_reported: false,
             resampler,
             spec,
             model,
@@ -416,6 +423,7 @@ impl Lane {
                     let hop = &hop_buf[s * host_hop..(s + 1) * host_hop];
                     if let Some(g) = self.model.push_hop(s, hop, &mut self.model_mask)? {
                         p.slot(g).copy_from_slice(&self.model_mask);
+                        self.nonfinite_frames += u64::from(!all_finite(&self.model_mask));
                     }
                 }
             }
@@ -437,6 +445,7 @@ impl Lane {
                                 .push_hop(s, &self.model_hop, &mut self.model_mask)?
                         {
                             p.slot(g).copy_from_slice(&self.model_mask);
+                            self.nonfinite_frames += u64::from(!all_finite(&self.model_mask));
                         }
                     }
                 }
@@ -497,6 +506,11 @@ fn load(plan: Vec<Member>, shared: &Shared) -> Result<Option<Loaded>, ModelError
         models.push((model, m.weight));
     }
     Ok(Some(models))
+}
+
+/// True when every gain of `mask` is finite.
+fn all_finite(mask: &[Complex32]) -> bool {
+    mask.iter().all(|m| m.re.is_finite() && m.im.is_finite())
 }
 
 /// The worker's main loop.
@@ -588,6 +602,14 @@ fn run(
         // Feed every model, collecting its masks by model frame.
         for lane in &mut lanes {
             lane.feed(&hop_buf, grid.hop, active)?;
+            if lane.nonfinite_frames > 0 && !lane.nonfinite_reported {
+                lane.nonfinite_reported = true;
+                shared.add_message(format!(
+                    "model `{}` returned a mask with NaN or infinite gains: its graph may be \
+                     broken (those bins are floored)",
+                    lane.spec.name
+                ));
+            }
         }
         // Emit every host frame whose model frames are ready in every member and stream.
         while lanes.iter().all(|l| l.has(&grid, next_emit, active)) {
