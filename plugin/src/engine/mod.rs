@@ -541,19 +541,27 @@ impl Engine {
         let mut pos = ((self.clock + win as u64 + lift - latency) % ola_len as u64) as usize;
         #[allow(clippy::needless_range_loop)] // sample-major over planar channels
         for i in 0..n {
-            if (0..channels).all(|c| sanitize(io[c][i]) == 0.0) {
+            let mut wpos = self.input_pos;
+            let mut silent = true;
+            for c in 0..channels {
+                let x = sanitize(io[c][i]);
+                self.input[c][wpos] = x;
+                silent &= x == 0.0;
+            }
+            if silent {
                 self.silent_run = self.silent_run.saturating_add(1);
             } else {
                 if self.silent_run >= self.resync_after && self.clock > 0 {
-                    // Everything inside is zero: restart the stream at this sound.
+                    // Everything inside is zero: restart the stream at this sound. The reset
+                    // clears the input ring, so this sample is stored again at its new start.
                     self.reset();
                     pos = ((win as u64 + lift - latency) % ola_len as u64) as usize;
+                    wpos = self.input_pos;
+                    for c in 0..channels {
+                        self.input[c][wpos] = sanitize(io[c][i]);
+                    }
                 }
                 self.silent_run = 0;
-            }
-            let wpos = self.input_pos;
-            for c in 0..channels {
-                self.input[c][wpos] = sanitize(io[c][i]);
             }
             self.input_pos += 1;
             if self.input_pos == win {
