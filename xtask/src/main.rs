@@ -204,7 +204,7 @@ fn try_main() -> Result<ExitCode> {
                 .args(rest)
                 .env("VOXSIFT_ORT_LIB", &lib)
                 .env("XDG_CACHE_HOME", &cache_home);
-            match eval_python(&root) {
+            match pinned_python(&root) {
                 Ok(python) => {
                     c.env("VOXSIFT_PYTHON", python);
                 }
@@ -339,9 +339,10 @@ fn venv_python(root: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
-/// The Python of `.venv-xtask/` with [`PYTHON_PINS`] installed, for the comparisons with
-/// pystoi and mir_eval in plugin/tests/eval.rs (passed to the tests as `VOXSIFT_PYTHON`).
-fn eval_python(root: &Path) -> Result<PathBuf> {
+/// The Python of `.venv-xtask/` with [`PYTHON_PINS`] installed: for `stateful-models`, and
+/// for the comparisons with pystoi and mir_eval in plugin/tests/eval.rs (passed to the tests
+/// as `VOXSIFT_PYTHON`).
+fn pinned_python(root: &Path) -> Result<PathBuf> {
     let python = venv_python(root)?;
     run(Command::new(&python)
         .args([
@@ -495,17 +496,7 @@ fn make_link(dir: &Path, target: &str, link: &str) -> Result<()> {
 
 /// Builds `models/dfn3/stateful/` from `models/dfn3/` with the pinned Python packages.
 fn stateful_models(root: &Path) -> Result<()> {
-    let python = venv_python(root)?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(PYTHON_PINS))
-    .context("cannot install the Python packages for make_stateful.py")?;
+    let python = pinned_python(root).context("the Python packages for make_stateful.py")?;
     run(Command::new(&python)
         .current_dir(root)
         .arg(root.join("xtask").join("python").join("make_stateful.py")))
