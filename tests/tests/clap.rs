@@ -7,6 +7,9 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use voxsift_host_tests::*;
 
+mod common;
+use common::{read_wav, write_wav};
+
 /// The synthetic model's 20 ms wet/gain ramp at 48 kHz, in samples.
 const RAMP_48K: usize = 960;
 
@@ -95,40 +98,6 @@ fn read_flac(path: &Path) -> anyhow::Result<(u32, Vec<Vec<f32>>)> {
         }
     }
     Ok((rate, chans))
-}
-
-/// Writes planar f32 as a 32-bit float WAV.
-fn write_wav(path: &Path, rate: u32, chans: &[Vec<f32>]) {
-    let spec = hound::WavSpec {
-        channels: chans.len() as u16,
-        sample_rate: rate,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("creating a WAV");
-    for i in 0..chans[0].len() {
-        for c in chans {
-            w.write_sample(c[i]).expect("writing a WAV");
-        }
-    }
-    w.finalize().expect("finishing a WAV");
-}
-
-/// Reads a 32-bit float WAV to planar f32.
-fn read_wav(path: &Path) -> (u32, Vec<Vec<f32>>) {
-    let mut r = hound::WavReader::open(path).expect("opening the CLI's WAV");
-    let spec = r.spec();
-    assert_eq!(
-        (spec.bits_per_sample, spec.sample_format),
-        (32, hound::SampleFormat::Float),
-        "the CLI wrote {spec:?}, not 32-bit float"
-    );
-    let n = spec.channels as usize;
-    let mut chans = vec![Vec::new(); n];
-    for (i, s) in r.samples::<f32>().enumerate() {
-        chans[i % n].push(s.expect("reading the CLI's WAV"));
-    }
-    (spec.sample_rate, chans)
 }
 
 /// A scratch directory for this test process.

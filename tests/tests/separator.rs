@@ -12,8 +12,11 @@
 //!   DFN3: the impulse and determinism checks again.
 
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use voxsift_host_tests::*;
+
+mod common;
+use common::{read_wav, write_wav};
 
 /// The separator stand-in: 6 frames of lookahead at 16 kHz, attenuating from 1 kHz.
 const SYNTHETIC_SEPARATOR: &str = "synthetic:6:16000:1000";
@@ -129,7 +132,7 @@ fn studio_offline_is_deterministic_and_equals_the_cli_render_of_the_fused_models
         .status()
         .expect("running voxsift render");
     assert!(status.success(), "voxsift render failed: {status}");
-    let cli_out = read_wav(&output);
+    let (_, cli_out) = read_wav(&output);
 
     let mut runs = Vec::new();
     for pattern in [&[1000usize, 17, 333, 1024, 5, 700][..], &[512], &[64, 1024]] {
@@ -263,32 +266,4 @@ fn studio_with_an_exported_separator_has_its_latency_and_is_deterministic_offlin
     }
     ensure_finite(&runs[0]).expect("finite");
     assert_eq!(first_difference(&runs[0][0], &runs[1][0]), None);
-}
-
-/// Writes planar `chans` as a 32-bit float WAV.
-fn write_wav(path: &Path, rate: u32, chans: &[Vec<f32>]) {
-    let spec = hound::WavSpec {
-        channels: chans.len() as u16,
-        sample_rate: rate,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("creating a WAV");
-    for i in 0..chans[0].len() {
-        for c in chans {
-            w.write_sample(c[i]).expect("writing a WAV");
-        }
-    }
-    w.finalize().expect("finishing a WAV");
-}
-
-/// Reads a 32-bit float WAV into planar channels.
-fn read_wav(path: &Path) -> Vec<Vec<f32>> {
-    let mut r = hound::WavReader::open(path).expect("opening the CLI's WAV");
-    let n = r.spec().channels as usize;
-    let mut chans = vec![Vec::new(); n];
-    for (i, s) in r.samples::<f32>().enumerate() {
-        chans[i % n].push(s.expect("reading the CLI's WAV"));
-    }
-    chans
 }
