@@ -309,16 +309,16 @@ fn studio_without_a_separator_says_how_to_get_one() {
     let dir = scratch("studio-missing");
     let input = wav(&dir, &signal(48_000, 0.2, 40));
     let out = dir.join("out.wav");
-    let (code, stderr) = cli(&[
-        "render".as_ref(),
-        input.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--preset".as_ref(),
-        "studio".as_ref(),
-        "--separator".as_ref(),
-        missing.as_os_str(),
-    ]);
+    let (code, stderr) = cli(
+        &input,
+        &out,
+        [
+            "--preset".as_ref(),
+            "studio".as_ref(),
+            "--separator".as_ref(),
+            missing.as_os_str(),
+        ],
+    );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cargo xtask export-model htdemucs"),
@@ -343,9 +343,18 @@ fn wav(dir: &Path, x: &[f32]) -> PathBuf {
     p
 }
 
-/// Runs the CLI; returns (exit code, stderr).
-fn cli(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+/// Runs `voxsift render INPUT -o OUT --force ARGS`; returns (exit code, stderr).
+fn cli<S: AsRef<std::ffi::OsStr>>(
+    input: &Path,
+    out: &Path,
+    args: impl IntoIterator<Item = S>,
+) -> (Option<i32>, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_voxsift"))
+        .arg("render")
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .arg("--force")
         .args(args)
         // The models run (no masks replayed from an earlier render).
         .args(["--quiet", "--no-mask-cache"])
@@ -369,22 +378,22 @@ fn the_cli_fuses_repeated_models_with_weights_as_the_library_does() {
     let x = signal(48_000, 0.8, 50);
     let input = wav(&dir, &x);
     let out = dir.join("out.wav");
-    let (code, stderr) = cli(&[
-        "render".as_ref(),
-        input.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--model".as_ref(),
-        "synthetic".as_ref(),
-        "--model".as_ref(),
-        "synthetic:5:16000:1000".as_ref(),
-        "--fuse".as_ref(),
-        "mean".as_ref(),
-        "--weight".as_ref(),
-        "1".as_ref(),
-        "--weight".as_ref(),
-        "2".as_ref(),
-    ]);
+    let (code, stderr) = cli(
+        &input,
+        &out,
+        [
+            "--model",
+            "synthetic",
+            "--model",
+            "synthetic:5:16000:1000",
+            "--fuse",
+            "mean",
+            "--weight",
+            "1",
+            "--weight",
+            "2",
+        ],
+    );
     assert_eq!(code, Some(0), "{stderr}");
     let opts = RenderOptions {
         model: ModelChoice::Fused {
@@ -435,15 +444,7 @@ fn the_cli_fuses_repeated_models_with_weights_as_the_library_does() {
             "no such directory",
         ),
     ] {
-        let mut all: Vec<&std::ffi::OsStr> = vec![
-            "render".as_ref(),
-            input.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--force".as_ref(),
-        ];
-        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
-        let (code, stderr) = cli(&all);
+        let (code, stderr) = cli(&input, &out, &args);
         assert_eq!(code, Some(1), "{args:?}: {stderr}");
         assert!(
             stderr.contains(says),
@@ -468,15 +469,7 @@ fn exported(name: &str) -> Option<PathBuf> {
 
 /// Renders `input` with the CLI and extra `args` into `out`; asserts success.
 fn cli_render(input: &Path, out: &Path, args: &[&str]) -> Vec<f32> {
-    let mut all: Vec<&std::ffi::OsStr> = vec![
-        "render".as_ref(),
-        input.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--force".as_ref(),
-    ];
-    all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
-    let (code, stderr) = cli(&all);
+    let (code, stderr) = cli(input, out, args);
     assert_eq!(code, Some(0), "{args:?}: {stderr}");
     read(out)
 }
