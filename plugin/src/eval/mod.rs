@@ -288,15 +288,12 @@ pub(crate) fn test_noise(n: usize, seed: u64) -> Vec<f64> {
 mod tests {
     use super::*;
 
+    /// [`test_noise`] in bursts at 3 Hz, so STOI finds speech-like modulation.
     fn noise(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let w = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-                // Bursts at 3 Hz, so STOI finds speech-like modulation.
+        test_noise(n, seed)
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
                 w * (i as f64 * 3.0 * std::f64::consts::TAU / 16_000.0)
                     .sin()
                     .abs()

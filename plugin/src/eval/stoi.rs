@@ -304,13 +304,10 @@ mod tests {
 
     /// Speech-like test signal: noise in syllable-rate bursts with pauses.
     fn babble(n: usize, sr: f64, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let white = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        crate::eval::test_noise(n, seed)
+            .into_iter()
+            .enumerate()
+            .map(|(i, white)| {
                 let t = i as f64 / sr;
                 let envelope = (2.0 * PI * 4.0 * t).sin().max(0.0) * (0.6 + 0.4 * (PI * t).sin());
                 white * envelope
