@@ -1,5 +1,7 @@
 //! Voxsift build tasks: `cargo xtask <command>` (see `USAGE`).
 
+mod dataset;
+
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 use std::env;
@@ -34,6 +36,11 @@ Commands:
         models/denoiser-tiny/ (htdemucs_ft: models/local/htdemucs_ft-tiny/).
         --window-s sets the graph's window (HTDemucs default: its training segment; denoiser
         default: a dynamic time axis).
+  dataset [--out DIR] [--cache DIR] [--package NAME=VERSION:ROLE:SPLIT[:LICENCE]]
+        Build the separator training set (default out: data/, git-ignored) from the pinned
+        Debian packages of xtask/src/dataset.rs (apt-get download, dpkg-deb -x, sox,
+        festival) and write tools/train/manifest.tsv; refuses the packages reserved for
+        evaluation (docs/separator-training.md).
   test [ARGS...]
         fetch-runtime, bundle the plugin for the host tests in tests/ (as `bundle voxsift
         --features assert_process_allocs`: debug, aborting on allocations in `process`), then
@@ -178,6 +185,10 @@ fn try_main() -> Result<ExitCode> {
         }
         "export-model" => {
             export_model(&root, rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "dataset" => {
+            dataset::run(&root, rest)?;
             Ok(ExitCode::SUCCESS)
         }
         "test" => {
