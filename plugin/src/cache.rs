@@ -186,6 +186,7 @@ pub fn model_version(model: &ModelChoice) -> Result<[u8; 32], ModelError> {
     let graphs = |g: &[&[u8]]| {
         let mut h = Sha256::new();
         h.update(b"dfn3 stateful graphs");
+        h.update(dfn3::STREAM_HANDLING.as_bytes());
         for bytes in g {
             h.update((bytes.len() as u64).to_le_bytes());
             h.update(bytes);
@@ -708,6 +709,12 @@ impl MaskModel for RecordingModel {
 
     fn reset(&mut self) {
         self.inner.reset();
+        lock(&self.sink).reset();
+    }
+
+    fn resume(&mut self) {
+        // Recorded as a reset: a replay only checks where streams start again.
+        self.inner.resume();
         lock(&self.sink).reset();
     }
 

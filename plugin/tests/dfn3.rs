@@ -229,3 +229,91 @@ fn a_provider_that_cannot_start_falls_back_to_the_cpu_and_says_why() {
         "the CPU fallback renders differently"
     );
 }
+
+/// `speech` with `gap` samples of exact zeros inserted at the quietest 10 ms frame between
+/// 2.5 and 3.5 s (a phrase boundary); returns the gapped signal and the cut position.
+fn with_gap(speech: &[f32], gap: usize) -> (Vec<f32>, usize) {
+    let frame = 480;
+    let energy = |k: usize| -> f32 {
+        speech[k * frame..(k + 1) * frame]
+            .iter()
+            .map(|x| x * x)
+            .sum()
+    };
+    let k = (250..350)
+        .min_by(|&a, &b| energy(a).total_cmp(&energy(b)))
+        .expect("range is not empty");
+    let cut = k * frame;
+    let mut x = speech[..cut].to_vec();
+    x.extend(std::iter::repeat_n(0.0, gap));
+    x.extend_from_slice(&speech[cut..]);
+    (x, cut)
+}
+
+fn render_model(x: &[f32]) -> Vec<f32> {
+    let opts = RenderOptions {
+        params: model_params(),
+        ..RenderOptions::default()
+    };
+    let r = render(&[x.to_vec()], 48_000, &opts, |_, _| {}).expect("renders");
+    r.channels.into_iter().next().expect("one channel")
+}
+
+#[test]
+fn speech_after_digital_silence_renders_as_if_the_silence_were_not_there() {
+    // Prompt recordings, TTS and edited podcasts have exact zeros between phrases. The engine
+    // restarts its stream after such silence (for hosts' pre-roll); DFN3 must resume from
+    // what it knew before the silence, not start cold and eat the first syllables.
+    let (_, speech) = mixture("cx04", 6.0);
+    let plain = render_model(&speech);
+    let (short, cut) = with_gap(&speech, 24_000);
+    let (long, _) = with_gap(&speech, 96_000);
+    let out_short = render_model(&short);
+    let out_long = render_model(&long);
+    // However long the silence (both above the restart threshold), what follows it is the same.
+    assert!(
+        out_short[cut + 24_000..] == out_long[cut + 96_000..],
+        "the output after the silence depends on its length"
+    );
+    // The silence comes out silent.
+    assert!(out_long[cut + 4_000..cut + 96_000]
+        .iter()
+        .all(|v| *v == 0.0));
+    // After the silence: the same quality as without it, over the rest and over the onset.
+    let after = &speech[cut..];
+    let onset = 14_400; // 300 ms
+    let s_plain = si_sdr(&plain[cut..], after);
+    let s_gap = si_sdr(&out_long[cut + 96_000..], after);
+    let o_plain = si_sdr(&plain[cut..cut + onset], &after[..onset]);
+    let o_gap = si_sdr(
+        &out_long[cut + 96_000..cut + 96_000 + onset],
+        &after[..onset],
+    );
+    println!("after the gap: {s_gap:.2} dB (no gap {s_plain:.2}); onset {o_gap:.2} dB (no gap {o_plain:.2})");
+    assert!(
+        s_gap > s_plain - 0.5,
+        "{s_gap:.2} vs {s_plain:.2} dB without the gap"
+    );
+    assert!(
+        o_gap > o_plain - 1.0,
+        "onset {o_gap:.2} vs {o_plain:.2} dB without the gap"
+    );
+}
+
+#[test]
+fn dfn3_resumes_only_from_sound_so_leading_silence_still_changes_nothing() {
+    // Ardour's export pre-roll: silence, then the region. The model hears the silent hops
+    // before the restart; resuming must not carry what they did to its state.
+    let (mix, _) = mixture("cx02", 2.0);
+    let expected = render_model(&mix);
+    for pre in [5_000usize, 100_225] {
+        let mut x = vec![0.0f32; pre];
+        x.extend_from_slice(&mix);
+        let out = render_model(&x);
+        assert!(out[..pre].iter().all(|v| *v == 0.0));
+        assert!(
+            out[pre..] == expected[..],
+            "{pre} samples of silence first changed the output"
+        );
+    }
+}

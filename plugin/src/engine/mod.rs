@@ -149,6 +149,9 @@ pub mod tag {
     const EPOCH_MASK: u64 = (1 << 22) - 1;
     /// Set when the hop is the linked (channel-mean) signal.
     const LINKED: u64 = 1 << 62;
+    /// Set on the first hop after the engine restarted its stream at a sound that followed
+    /// long digital silence: the model may resume from what it knew before the silence.
+    const RESUME: u64 = 1 << 63;
 
     /// Builds a tag.
     pub fn make(epoch: u64, linked: bool, frame: u64) -> u64 {
@@ -175,6 +178,18 @@ pub mod tag {
     /// The next epoch after `e`.
     pub fn next_epoch(e: u64) -> u64 {
         (e + 1) & EPOCH_MASK
+    }
+
+    /// `tag` marked as the first hop after digital silence (see [`resumes`]).
+    pub fn with_resume(tag: u64) -> u64 {
+        tag | RESUME
+    }
+
+    /// Splits off the resume mark: (tag without it, whether it was set). A stream that starts
+    /// with a marked hop continues the model's state from before the silence (see
+    /// [`crate::model::MaskModel::resume`]); any other new stream starts cold.
+    pub fn resumes(tag: u64) -> (u64, bool) {
+        (tag & !RESUME, tag & RESUME != 0)
     }
 }
 
@@ -255,6 +270,9 @@ pub struct Engine {
     link: Option<WorkerLink>,
     /// Reset epoch carried in every tag.
     epoch: u64,
+    /// Set when the stream restarted at a sound after long digital silence, until the first
+    /// hop of the new stream is sent (marked with [`tag::with_resume`]).
+    resume_next: bool,
     /// Current channel mode: true when one mask is computed from the channel mean.
     linked: bool,
     /// Channel mode of the last hop sent.
@@ -349,6 +367,7 @@ impl Engine {
             next_synth: 0,
             link: None,
             epoch: 0,
+            resume_next: false,
             linked: config.channel_mode == ChannelMode::Linked,
             hop_linked: config.channel_mode == ChannelMode::Linked,
             gap: (0, 0),
@@ -471,6 +490,7 @@ impl Engine {
     /// input after a reset gives the same output (offline).
     pub fn reset(&mut self) {
         self.epoch = tag::next_epoch(self.epoch);
+        self.resume_next = false;
         self.hop_linked = self.linked;
         self.gap = (0, 0);
         self.applied.fill(1.0);
@@ -554,7 +574,9 @@ impl Engine {
                 if self.silent_run >= self.resync_after && self.clock > 0 {
                     // Everything inside is zero: restart the stream at this sound. The reset
                     // clears the input ring, so this sample is stored again at its new start.
+                    // The model resumes from its state before the silence.
                     self.reset();
+                    self.resume_next = true;
                     pos = ((win as u64 + lift - latency) % ola_len as u64) as usize;
                     wpos = self.input_pos;
                     for c in 0..channels {
@@ -671,7 +693,10 @@ impl Engine {
         if !offline && self.worker_starting() {
             return;
         }
-        let t = tag::make(self.epoch, self.linked, f);
+        let mut t = tag::make(self.epoch, self.linked, f);
+        if std::mem::take(&mut self.resume_next) {
+            t = tag::with_resume(t);
+        }
         let Some(link) = self.link.as_mut() else {
             return;
         };

@@ -94,6 +94,14 @@ pub trait MaskModel: Send {
     /// Forgets all streaming state: the next hop starts a new stream at frame 0.
     fn reset(&mut self);
 
+    /// Starts a new stream at frame 0 after digital silence, as [`Self::reset`] does for its
+    /// buffers, but a model may keep what it knew of the signal before the silence (recurrent
+    /// state, normalisation), as if the silence had not been there. The default is a reset.
+    /// Called on the worker thread only.
+    fn resume(&mut self) {
+        self.reset();
+    }
+
     /// Takes the next hop (`spec().hop` samples at `spec().sample_rate`) of `stream`. When the
     /// mask of a frame becomes ready, writes its `spec().bins` complex gains into `mask` and
     /// returns that frame's index (counted from the first hop after a reset, frame `f` ending

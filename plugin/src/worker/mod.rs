@@ -404,9 +404,13 @@ impl Lane {
         })
     }
 
-    /// Restarts the model's stream.
-    fn reset(&mut self) {
-        self.model.reset();
+    /// Restarts the model's stream: cold, or resuming after digital silence.
+    fn reset(&mut self, resume: bool) {
+        if resume {
+            self.model.resume();
+        } else {
+            self.model.reset();
+        }
         if let Some(r) = self.resampler.as_mut() {
             r.reset();
         }
@@ -576,7 +580,7 @@ fn run(
     shared.set_state(WorkerState::Running);
 
     while !shared.stop.load(Ordering::Acquire) {
-        let Some(tag) = hops.try_pop(&mut hop_buf) else {
+        let Some(marked) = hops.try_pop(&mut hop_buf) else {
             if hops.is_abandoned() {
                 break;
             }
@@ -588,10 +592,12 @@ fn run(
         if throttle > 0 {
             std::thread::sleep(Duration::from_micros(throttle as u64));
         }
+        let (tag, resume) = crate::engine::tag::resumes(marked);
         if expected != Some(tag) {
             // First hop, hops were dropped, the engine was reset (new epoch) or the channel
-            // mode changed: start the streams again from here.
-            lanes.iter_mut().for_each(Lane::reset);
+            // mode changed: start the streams again from here. After digital silence (a
+            // marked hop) the models resume from their state before it.
+            lanes.iter_mut().for_each(|l| l.reset(resume));
             origin = tag;
             next_emit = 0;
         }
