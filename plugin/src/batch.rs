@@ -382,6 +382,18 @@ pub struct Silent;
 
 impl Observer for Silent {}
 
+/// The number of files to render at once when the user does not say: the cores this process
+/// may use (`std::thread::available_parallelism`, which follows CPU affinity and cgroup
+/// quotas) divided by the inference threads each job's worker runs, at least 1. Each job is
+/// one render thread, which mostly waits for its mask frames offline, and one worker thread
+/// per model stream, so this keeps the machine busy without running more inference threads
+/// than cores: oversubscribed, ONNX Runtime's per-node thread wake-ups make DFN3 several times
+/// slower (BENCHMARKS.md).
+pub fn default_jobs(threads_per_job: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / threads_per_job.max(1)).max(1)
+}
+
 /// Plans and runs a batch from `in_dir` to `out_dir` (created if missing).
 pub fn run(
     in_dir: &Path,

@@ -281,6 +281,26 @@ fn two_jobs_give_the_same_outputs_as_one() {
 }
 
 #[test]
+fn the_default_jobs_fill_the_cores_without_oversubscribing_them() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // One inference thread per job: one job per core.
+    assert_eq!(batch::default_jobs(1), cores);
+    // 0 threads is taken as 1, as the CLI does.
+    assert_eq!(batch::default_jobs(0), cores);
+    // More threads per job than cores: still one job.
+    assert_eq!(batch::default_jobs(cores + 1), 1);
+    // Never more inference threads than cores in all, and never fewer than one job.
+    for t in 1..=cores + 2 {
+        let jobs = batch::default_jobs(t);
+        assert!(jobs >= 1);
+        assert!(
+            jobs == 1 || jobs * t <= cores,
+            "{jobs} jobs x {t} threads on {cores} cores"
+        );
+    }
+}
+
+#[test]
 fn a_killed_runs_temporary_file_is_not_taken_as_done_and_is_removed() {
     let root = scratch("stale");
     let input = make_tree(&root);

@@ -84,9 +84,10 @@ struct BatchArgs {
     out_dir: PathBuf,
     #[command(flatten)]
     settings: Settings,
-    /// Files rendered at once, each with its own model worker.
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    jobs: u16,
+    /// Files rendered at once, each with its own model worker [default: the cores this process
+    /// may use, divided by --threads].
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     /// Re-render files whose output exists (by default they are skipped, so a stopped batch
     /// resumes where it was).
     #[arg(short, long)]
@@ -104,8 +105,8 @@ struct Settings {
     /// Wet/dry mix, 0..1.
     #[arg(long, default_value_t = 1.0)]
     wet: f32,
-    /// Mask sharpness (1 = the model's own mask).
-    #[arg(long, default_value_t = 1.5)]
+    /// Mask sharpness (1 = the model's own mask; above 1 removes more, below 1 less).
+    #[arg(long, default_value_t = EngineParams::default().beta)]
     beta: f32,
     /// Attenuation floor in dB (e.g. -30); off when not given.
     #[arg(long, allow_hyphen_values = true)]
@@ -587,7 +588,9 @@ fn cmd_batch(mut a: BatchArgs) -> Result<()> {
         render,
         post,
         format,
-        jobs: usize::from(a.jobs),
+        jobs: a
+            .jobs
+            .map_or_else(|| batch::default_jobs(a.settings.threads), usize::from),
         force: a.force,
     };
     let report = if a.quiet {

@@ -46,6 +46,27 @@ pub fn shape_gain(g: Complex32, beta: f32, floor: f32) -> Complex32 {
     }
 }
 
+/// Shapes a frame of gains, `out[k] = shape_gain(mask[k], beta, floor)`. With `beta == 1` and
+/// no floor (the defaults) the shaping is the identity, and the gains are only checked to be
+/// finite (a non-finite gain becomes 0, as in [`shape_gain`]), which skips the square root and
+/// the division of every bin. Allocation-free (audio thread).
+#[inline]
+pub fn shape_gains(out: &mut [Complex32], mask: &[Complex32], beta: f32, floor: f32) {
+    if beta == 1.0 && floor <= 0.0 {
+        for (o, m) in out.iter_mut().zip(mask) {
+            *o = if m.norm_sqr().is_finite() {
+                *m
+            } else {
+                Complex32::new(0.0, 0.0)
+            };
+        }
+    } else {
+        for (o, m) in out.iter_mut().zip(mask) {
+            *o = shape_gain(*m, beta, floor);
+        }
+    }
+}
+
 /// Converts a floor in dB to a linear gain; `None` (off) is 0.
 pub fn floor_linear(floor_db: Option<f32>) -> f32 {
     floor_db.map_or(0.0, |db| 10f32.powf(db / 20.0))
@@ -53,6 +74,35 @@ pub fn floor_linear(floor_db: Option<f32>) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_identity_fast_path_equals_shape_gain() {
+        let mask: Vec<Complex32> = (0..200)
+            .map(|i| {
+                let a = i as f32 * 0.37;
+                Complex32::from_polar(i as f32 / 120.0, a)
+            })
+            .chain([
+                Complex32::new(f32::NAN, 0.0),
+                Complex32::new(0.0, f32::INFINITY),
+                Complex32::new(f32::NEG_INFINITY, 1.0),
+                Complex32::new(0.0, 0.0),
+                Complex32::new(3.0, -4.0),
+            ])
+            .collect();
+        for (beta, floor) in [(1.0, 0.0), (1.0, 0.03), (1.5, 0.0), (0.75, 0.1)] {
+            let mut out = vec![Complex32::new(9.0, 9.0); mask.len()];
+            shape_gains(&mut out, &mask, beta, floor);
+            for (k, (o, m)) in out.iter().zip(&mask).enumerate() {
+                let want = shape_gain(*m, beta, floor);
+                assert_eq!(
+                    (o.re.to_bits(), o.im.to_bits()),
+                    (want.re.to_bits(), want.im.to_bits()),
+                    "bin {k}, beta {beta}, floor {floor}: {o} vs {want}"
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

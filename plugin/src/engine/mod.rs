@@ -103,7 +103,9 @@ impl Default for EngineParams {
     fn default() -> Self {
         Self {
             wet: 1.0,
-            beta: 1.5,
+            // The model's own mask: chosen by the beta/floor sweep over the eval set
+            // (BENCHMARKS.md, "Default beta and floor").
+            beta: 1.0,
             floor_db: None,
             output_gain_db: 0.0,
             bypass: false,
@@ -205,6 +207,39 @@ pub struct WorkerLink {
 
 /// Longest an offline `process` waits for one mask before it gives up and passes audio through.
 const OFFLINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How an offline engine waits for its worker (a free hop slot or a mask): a few spins, a few
+/// yields, then naps of [`Backoff::NAP`]. Offline only: the realtime path never waits. A pure
+/// `yield_now` loop kept a whole core busy for the length of every render (191 % CPU for one
+/// file on two cores, most of it in `sched_yield`), so two files at once ran little faster
+/// than one; napping leaves that core to the other jobs' workers. A nap is much shorter than
+/// one model step (about 0.8 ms for DFN3), and the worker has hops queued ahead for the
+/// latency, so it does not starve while the engine sleeps. Output does not depend on it.
+struct Backoff {
+    /// Waits so far.
+    n: u32,
+}
+
+impl Backoff {
+    /// How long one nap asks to sleep.
+    const NAP: Duration = Duration::from_micros(50);
+
+    fn new() -> Self {
+        Self { n: 0 }
+    }
+
+    /// Waits a little, longer the longer it has waited.
+    fn wait(&mut self) {
+        if self.n < 16 {
+            std::hint::spin_loop();
+        } else if self.n < 32 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Self::NAP);
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
 
 /// Parameter ramp length (wet, output gain) in seconds.
 const RAMP_SECONDS: f32 = 0.02;
@@ -711,6 +746,7 @@ impl Engine {
             return;
         }
         let start = Instant::now();
+        let mut backoff = Backoff::new();
         loop {
             if link.hops.try_push(t, &self.hop_out) {
                 return;
@@ -719,7 +755,7 @@ impl Engine {
                 self.fail_over();
                 return;
             }
-            std::thread::yield_now();
+            backoff.wait();
         }
     }
 
@@ -797,6 +833,7 @@ impl Engine {
         }
         if !self.has_mask(f) && self.config.run_mode == RunMode::Offline {
             let start = Instant::now();
+            let mut backoff = Backoff::new();
             while !self.has_mask(f) {
                 let gone = self
                     .link
@@ -810,7 +847,7 @@ impl Engine {
                     }
                     break;
                 }
-                std::thread::yield_now();
+                backoff.wait();
                 self.drain_masks();
             }
         }
@@ -853,14 +890,12 @@ impl Engine {
                 && gains_are_stream0
                 && self.last_mask[s * bins..(s + 1) * bins] == self.last_mask[..bins];
             if !same_as_0 {
-                for ((g, m), _) in self
-                    .gains
-                    .iter_mut()
-                    .zip(&self.last_mask[s * bins..(s + 1) * bins])
-                    .zip(0..bins)
-                {
-                    *g = mask::shape_gain(*m, beta, floor);
-                }
+                mask::shape_gains(
+                    &mut self.gains[..bins],
+                    &self.last_mask[s * bins..(s + 1) * bins],
+                    beta,
+                    floor,
+                );
                 gains_are_stream0 = c == 0;
             }
             if c == 0 {
