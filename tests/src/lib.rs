@@ -969,14 +969,17 @@ pub fn rms(x: &[f32]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The process (Linux /proc)
+// The process (Linux /proc; Windows Tool Help and PSAPI)
 // ---------------------------------------------------------------------------------------------
 
-/// This process's threads: thread id to name (`/proc/self/task/*/comm`).
+/// This process's threads: thread id to name (Linux: `/proc/self/task/*/comm`; Windows: a
+/// Tool Help snapshot and each thread's description, which `std::thread::Builder::name` sets).
 ///
 /// A thread started with a name (`std::thread::Builder::name`) names itself once it runs, so
-/// for a moment it shows its creator's name; and a thread a named thread starts inherits its
-/// name (ONNX Runtime starts one on first use, from the worker, which stays for the process).
+/// for a moment it shows its creator's name (Windows: no name); and on Linux a thread a named
+/// thread starts inherits its name (ONNX Runtime starts one on first use, from the worker,
+/// which stays for the process).
+#[cfg(not(windows))]
 pub fn threads() -> Result<BTreeMap<u32, String>> {
     let mut map = BTreeMap::new();
     for e in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
@@ -988,6 +991,52 @@ pub fn threads() -> Result<BTreeMap<u32, String>> {
         if let Ok(c) = std::fs::read_to_string(e.path().join("comm")) {
             map.insert(tid, c.trim_end().to_string());
         }
+    }
+    Ok(map)
+}
+
+/// This process's threads: thread id to name (see the Linux version above).
+#[cfg(windows)]
+pub fn threads() -> Result<BTreeMap<u32, String>> {
+    use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
+    };
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentProcessId, GetThreadDescription, OpenThread, THREAD_QUERY_LIMITED_INFORMATION,
+    };
+    let mut map = BTreeMap::new();
+    // SAFETY: plain Win32 calls on handles this function opens and closes; the entry's size
+    // field is set as Thread32First requires; a description is freed with LocalFree.
+    unsafe {
+        let pid = GetCurrentProcessId();
+        let snap = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+        ensure!(
+            snap != INVALID_HANDLE_VALUE,
+            "CreateToolhelp32Snapshot failed"
+        );
+        let mut e: THREADENTRY32 = std::mem::zeroed();
+        e.dwSize = std::mem::size_of::<THREADENTRY32>() as u32;
+        let mut more = Thread32First(snap, &mut e) != 0;
+        while more {
+            if e.th32OwnerProcessID == pid {
+                let mut name = String::new();
+                let h = OpenThread(THREAD_QUERY_LIMITED_INFORMATION, 0, e.th32ThreadID);
+                // A thread may end between listing and opening: skip it.
+                if !h.is_null() {
+                    let mut desc: windows_sys::core::PWSTR = std::ptr::null_mut();
+                    if GetThreadDescription(h, &mut desc) >= 0 && !desc.is_null() {
+                        let len = (0..).take_while(|&i| *desc.add(i) != 0).count();
+                        name = String::from_utf16_lossy(std::slice::from_raw_parts(desc, len));
+                        LocalFree(desc.cast());
+                    }
+                    CloseHandle(h);
+                    map.insert(e.th32ThreadID, name);
+                }
+            }
+            more = Thread32Next(snap, &mut e) != 0;
+        }
+        CloseHandle(snap);
     }
     Ok(map)
 }
@@ -1041,7 +1090,9 @@ pub fn trim_heap() {
     }
 }
 
-/// Resident set size of this process in KiB (`VmRSS` in `/proc/self/status`).
+/// Resident set size of this process in KiB (Linux: `VmRSS` in `/proc/self/status`; Windows:
+/// the working set, from `GetProcessMemoryInfo`).
+#[cfg(not(windows))]
 pub fn vm_rss_kib() -> Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
@@ -1054,6 +1105,25 @@ pub fn vm_rss_kib() -> Result<u64> {
         .context("malformed VmRSS line")?
         .parse()
         .context("malformed VmRSS value")
+}
+
+/// Resident set size of this process in KiB (see the Linux version above).
+#[cfg(windows)]
+pub fn vm_rss_kib() -> Result<u64> {
+    use windows_sys::Win32::System::ProcessStatus::{
+        GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    // SAFETY: the counters struct is plain data, sized as the call requires.
+    unsafe {
+        let mut c: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        c.cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        ensure!(
+            GetProcessMemoryInfo(GetCurrentProcess(), &mut c, c.cb) != 0,
+            "GetProcessMemoryInfo failed"
+        );
+        Ok(c.WorkingSetSize as u64 / 1024)
+    }
 }
 
 /// Fails unless every sample of every channel is finite.

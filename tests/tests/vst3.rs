@@ -15,8 +15,14 @@
 //! (started with `VOXSIFT_MODEL=dfn3` in their environment, so no process ever changes its
 //! environment while plugin code runs) and must remove most of a white noise.
 //!
-//! Linux only: `ModuleEntry`/`ModuleExit` and the bundle layout are the Linux ones.
-#![cfg(target_os = "linux")]
+//! Linux and Windows: the module entry points (`ModuleEntry(handle)`/`ModuleExit` on Linux,
+//! `InitDll`/`ExitDll` on Windows) and the bundle folder (`Contents/<arch>-linux/Voxsift.so`,
+//! `Contents/x86_64-win/Voxsift.vst3`) are each platform's. On Windows these tests run under
+//! Wine from Linux (`tools/windows/test.sh`).
+#![cfg(any(target_os = "linux", windows))]
+// The vst3 crate's C enum constants are u32 on Linux and i32 on Windows (the C ABI's enum
+// type differs), so the `as i32` casts that Linux needs are no-ops on Windows.
+#![cfg_attr(windows, allow(clippy::unnecessary_cast))]
 
 use std::ffi::{c_char, c_void};
 use std::mem::ManuallyDrop;
@@ -26,7 +32,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
 use libloading::os::unix::Library;
+#[cfg(windows)]
+use libloading::os::windows::Library;
 use vst3::Steinberg::Vst::{
     AudioBusBuffers, AudioBusBuffers__type0, BusDirections_, BusInfo, BusTypes_, IAudioProcessor,
     IAudioProcessorTrait, IComponent, IComponentHandler, IComponentHandlerTrait, IComponentTrait,
@@ -54,8 +63,24 @@ const CHILD_TEST: &str = "vst3_child_scenario";
 /// Names the scenario in the child's environment; the child test does nothing without it.
 const CHILD_SCENARIO: &str = "VOXSIFT_VST3_TEST_SCENARIO";
 
+/// `bool ModuleEntry(void*)` (Linux).
+#[cfg(target_os = "linux")]
 type ModuleEntryFn = unsafe extern "C" fn(*mut c_void) -> bool;
+/// `bool ModuleExit()` (Linux).
+#[cfg(target_os = "linux")]
 type ModuleExitFn = unsafe extern "C" fn() -> bool;
+/// `bool InitDll()` (Windows).
+#[cfg(windows)]
+type ModuleEntryFn = unsafe extern "system" fn() -> bool;
+/// `bool ExitDll()` (Windows).
+#[cfg(windows)]
+type ModuleExitFn = unsafe extern "system" fn() -> bool;
+/// The module entry and exit symbols of this platform.
+#[cfg(target_os = "linux")]
+const ENTRY_EXIT: (&[u8], &[u8]) = (b"ModuleEntry\0", b"ModuleExit\0");
+/// The module entry and exit symbols of this platform.
+#[cfg(windows)]
+const ENTRY_EXIT: (&[u8], &[u8]) = (b"InitDll\0", b"ExitDll\0");
 type GetPluginFactoryFn = unsafe extern "system" fn() -> *mut c_void;
 
 /// Sets this process's environment for the in-process tests, once, before any plugin code
@@ -76,10 +101,14 @@ fn plugin_library() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target/bundled/Voxsift.vst3"));
     let so = if path.is_dir() {
-        path.join(format!(
-            "Contents/{}-linux/Voxsift.so",
-            std::env::consts::ARCH
-        ))
+        if cfg!(windows) {
+            path.join("Contents/x86_64-win/Voxsift.vst3")
+        } else {
+            path.join(format!(
+                "Contents/{}-linux/Voxsift.so",
+                std::env::consts::ARCH
+            ))
+        }
     } else {
         path.clone()
     };
@@ -202,30 +231,38 @@ struct Module {
 }
 
 impl Module {
-    /// `dlopen`, `ModuleEntry(handle)` and `GetPluginFactory()`.
+    /// `dlopen` (`LoadLibrary`), the module entry point and `GetPluginFactory()`.
     fn load(path: &Path) -> Module {
         // SAFETY: loading the plugin runs its initialisers; that is what a host does and what
         // this test is about. The handle round-trip keeps the library owned by `lib`.
         let lib = unsafe { Library::new(path) }
-            .unwrap_or_else(|e| panic!("dlopen {} failed: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("loading {} failed: {e}", path.display()));
         let handle = lib.into_raw();
         // SAFETY: `handle` came from `into_raw` just above and is used once.
         let lib = unsafe { Library::from_raw(handle) };
 
-        // SAFETY: these are the VST3 Linux entry points with the SDK's signatures
-        // (linuxmain.cpp: `bool ModuleEntry(void*)`, `bool ModuleExit()`,
-        // `IPluginFactory* GetPluginFactory()`).
+        // SAFETY: these are the VST3 entry points with the SDK's signatures (linuxmain.cpp:
+        // `bool ModuleEntry(void*)`, `bool ModuleExit()`; dllmain.cpp: `bool InitDll()`,
+        // `bool ExitDll()`; both: `IPluginFactory* GetPluginFactory()`).
         unsafe {
             let entry = lib
-                .get::<ModuleEntryFn>(b"ModuleEntry\0")
-                .expect("the plugin does not export ModuleEntry (required on Linux)");
-            lib.get::<ModuleExitFn>(b"ModuleExit\0")
-                .expect("the plugin does not export ModuleExit (required on Linux)");
+                .get::<ModuleEntryFn>(ENTRY_EXIT.0)
+                .expect("the plugin does not export its module entry point");
+            lib.get::<ModuleExitFn>(ENTRY_EXIT.1)
+                .expect("the plugin does not export its module exit point");
             let get_factory = lib
                 .get::<GetPluginFactoryFn>(b"GetPluginFactory\0")
                 .expect("the plugin does not export GetPluginFactory");
 
-            assert!(entry(handle), "ModuleEntry returned false");
+            #[cfg(target_os = "linux")]
+            let entered = entry(handle);
+            #[cfg(windows)]
+            let entered = {
+                // `InitDll` takes no module handle.
+                let _ = handle;
+                entry()
+            };
+            assert!(entered, "the module entry point returned false");
             let raw = get_factory();
             // The factory comes with one reference, which the ComPtr now owns.
             let factory = ComPtr::from_raw(raw as *mut IPluginFactory)
@@ -247,10 +284,10 @@ impl Module {
             "the factory still has references after the host released its last one"
         );
         // SAFETY: same signature as in `load`; every object of the module has been released.
-        let exit = unsafe { lib.get::<ModuleExitFn>(b"ModuleExit\0") }.expect("ModuleExit");
+        let exit = unsafe { lib.get::<ModuleExitFn>(ENTRY_EXIT.1) }.expect("module exit");
         // SAFETY: called once, after ModuleEntry, with no plugin objects alive.
         assert!(unsafe { exit() }, "ModuleExit returned false");
-        lib.close().expect("dlclose of the plugin failed");
+        lib.close().expect("unloading the plugin failed");
     }
 
     /// Checks the factory and class info and returns the class ID of the Voxsift effect.

@@ -1,6 +1,9 @@
 //! Voxsift build tasks: `cargo xtask <command>` (see `USAGE`).
 
 mod dataset;
+mod platform;
+
+use platform::{Os, Platform};
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
@@ -14,11 +17,13 @@ const USAGE: &str = "\
 Usage: cargo xtask <command> [options]
 
 Commands:
-  fetch-runtime [--gpu] [--allow-unpinned]
+  fetch-runtime [--gpu] [--allow-unpinned] [--target TRIPLE]
         Download the onnxruntime 1.31.1 wheel for this platform with pip (onnxruntime-gpu with
         --gpu), check its sha256 against the pinned table (an unpinned wheel is refused unless
         --allow-unpinned) and put its libraries in runtime/onnxruntime-1.31.1/ (or
         runtime/onnxruntime-gpu-1.31.1/). Does nothing if they are already there and intact.
+        With --target another platform's wheel (x86_64-pc-windows-gnu: win_amd64) goes to
+        runtime/onnxruntime-1.31.1-<os>-<arch>/ (e.g. -windows-x86_64).
   stateful-models
         Create .venv-xtask/ with pinned onnx, onnxruntime and numpy, and run
         xtask/python/make_stateful.py: models/dfn3/*.onnx -> models/dfn3/stateful/, checked
@@ -56,6 +61,16 @@ Commands:
         Voxsift.vst3/Contents/<arch>-linux/ (macOS: Contents/MacOS/, Windows:
         Contents/x86_64-win/). The runtime's LICENSE and ThirdPartyNotices.txt go beside them
         in target/bundled/ and in Voxsift.vst3/Contents/Resources/, named onnxruntime-*.
+        With --target TRIPLE (e.g. x86_64-pc-windows-gnu, with Debian's gcc-mingw-w64-x86-64
+        and `rustup target add x86_64-pc-windows-gnu`) the bundles of that platform, with its
+        runtime, go to target/bundle-TRIPLE/bundled/ instead (Voxsift.clap, Voxsift.vst3 with
+        Contents/x86_64-win/, Voxsift.exe), leaving this machine's target/bundled/ alone.
+  dist [--target TRIPLE] [--gpu]
+        bundle --release (for TRIPLE), then pack Voxsift.clap with the runtime beside it,
+        Voxsift.vst3, the CLI with the runtime beside it, LICENSE, the runtime's and the
+        models' licences and an INSTALL.txt into target/dist/Voxsift-<version>-<os>-<arch>.zip
+        (Windows) or .tar.gz (Linux, macOS), with a .sha256 beside it. Reproducible: sorted
+        entries, fixed times.
   install [--no-build] [--gpu] [--release] [CARGO ARGS...]
         bundle (unless --no-build), then copy Voxsift.vst3 into ~/.vst3/ and Voxsift.clap into
         ~/.clap/ (macOS: ~/Library/Audio/Plug-Ins/{VST3,CLAP}/, Windows:
@@ -109,30 +124,6 @@ const PYTHON_PINS: &[&str] = &[
     "decorator==5.3.1",
 ];
 
-/// The library in the wheel's `onnxruntime/capi/`, the name the loader looks for, and the
-/// extra libraries for the CPU and the GPU wheel.
-#[cfg(target_os = "linux")]
-const LIBS: (&str, &str, &[&str], &[&str]) = (
-    "libonnxruntime.so.1.31.1",
-    "libonnxruntime.so",
-    &["libonnxruntime_providers_shared.so"],
-    &["libonnxruntime_providers_cuda.so"],
-);
-#[cfg(target_os = "macos")]
-const LIBS: (&str, &str, &[&str], &[&str]) = (
-    "libonnxruntime.1.31.1.dylib",
-    "libonnxruntime.dylib",
-    &[],
-    &[],
-);
-#[cfg(target_os = "windows")]
-const LIBS: (&str, &str, &[&str], &[&str]) = (
-    "onnxruntime.dll",
-    "onnxruntime.dll",
-    &["onnxruntime_providers_shared.dll"],
-    &["onnxruntime_providers_cuda.dll"],
-);
-
 /// Licence files copied beside the libraries (paths in the wheel).
 const WHEEL_NOTICES: &[&str] = &["onnxruntime/LICENSE", "onnxruntime/ThirdPartyNotices.txt"];
 
@@ -165,14 +156,20 @@ fn try_main() -> Result<ExitCode> {
         "fetch-runtime" => {
             let mut gpu = false;
             let mut allow_unpinned = false;
-            for a in rest {
+            let platform = Platform::for_cargo_args(rest)?;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
                 match a.as_str() {
                     "--gpu" => gpu = true,
                     "--allow-unpinned" => allow_unpinned = true,
+                    "--target" => {
+                        it.next();
+                    }
+                    a if a.starts_with("--target=") => {}
                     _ => bail!("fetch-runtime: unknown option {a}\n\n{USAGE}"),
                 }
             }
-            fetch_runtime(&root, gpu, allow_unpinned)?;
+            fetch_runtime(&root, &platform, gpu, allow_unpinned)?;
             Ok(ExitCode::SUCCESS)
         }
         "stateful-models" => {
@@ -242,6 +239,21 @@ fn try_main() -> Result<ExitCode> {
             let (packages, args) = split_packages(rest)?;
             let (gpu, args) = take_flag(args, "--gpu");
             bundle(&root, &packages, gpu, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "dist" => {
+            let (gpu, args) = take_flag(rest.to_vec(), "--gpu");
+            let expected = match platform::target_arg(&args)? {
+                None => 0,
+                Some(_) if args.iter().any(|a| a == "--target") => 2,
+                Some(_) => 1,
+            };
+            ensure!(
+                args.len() == expected,
+                "dist takes only --target TRIPLE and --gpu, got {}\n\n{USAGE}",
+                args.join(" ")
+            );
+            dist(&root, gpu, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         "install" => {
@@ -378,16 +390,24 @@ impl Drop for TempDir {
 }
 
 /// Installs the onnxruntime libraries under `runtime/` and returns the path to load.
-fn fetch_runtime(root: &Path, gpu: bool, allow_unpinned: bool) -> Result<PathBuf> {
-    let (core, link, cpu_extra, gpu_extra) = LIBS;
+fn fetch_runtime(
+    root: &Path,
+    platform: &Platform,
+    gpu: bool,
+    allow_unpinned: bool,
+) -> Result<PathBuf> {
+    let platform::RuntimeLibs {
+        core,
+        link,
+        cpu_extra,
+        gpu_extra,
+    } = platform.runtime_libs();
     let package = if gpu {
         "onnxruntime-gpu"
     } else {
         "onnxruntime"
     };
-    let dir = root
-        .join("runtime")
-        .join(format!("{package}-{ORT_VERSION}"));
+    let dir = platform.runtime_dir(root, package, ORT_VERSION);
     let lib = dir.join(link);
     if installed(&dir, &lib)? {
         println!(
@@ -400,15 +420,19 @@ fn fetch_runtime(root: &Path, gpu: bool, allow_unpinned: bool) -> Result<PathBuf
     let python = venv_python(root)?;
     let tmp = TempDir(env::temp_dir().join(format!("voxsift-xtask-{}", std::process::id())));
     fs::create_dir_all(&tmp.0)?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--dest",
-        ])
+    let mut pip = Command::new(&python);
+    pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"]);
+    if platform.cross.is_some() {
+        // Another platform's wheel: any CPython 3.11 build of it carries the same library.
+        pip.args([
+            "--platform",
+            platform.wheel_tag()?,
+            "--python-version",
+            "3.11",
+        ]);
+    }
+    run(pip
+        .arg("--dest")
         .arg(&tmp.0)
         .arg(format!("{package}=={ORT_VERSION}")))
     .with_context(|| format!("pip could not download {package}=={ORT_VERSION}"))?;
@@ -667,12 +691,11 @@ fn split_packages(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
             "bundle: put the packages first (`bundle -p A -p B ...`), found {a} later\n\n{USAGE}"
         );
     }
-    for a in &rest {
-        ensure!(
-            a != "--target" && !a.starts_with("--target="),
-            "bundle: {a} (cross compiling) is not supported: the ONNX Runtime put in the \
-             bundles is the one for this machine"
-        );
+    // A `--target` is checked here, before anything is built (`Platform` knows the targets
+    // that have a bundle layout and a runtime wheel).
+    let platform = Platform::for_cargo_args(&rest)?;
+    if platform.cross.is_some() {
+        platform.wheel_tag()?;
     }
     Ok((packages, rest))
 }
@@ -688,6 +711,11 @@ fn take_flag(args: Vec<String>, flag: &str) -> (bool, Vec<String>) {
 struct Built {
     /// Cargo's target folder.
     target_dir: PathBuf,
+    /// The folder holding the bundles: `target/bundled/`, or `target/bundle-<triple>/bundled/`
+    /// for a cross build.
+    bundled: PathBuf,
+    /// What they were built for.
+    platform: Platform,
     /// The fetched ONNX Runtime library (under `runtime/`).
     runtime_lib: PathBuf,
 }
@@ -709,35 +737,14 @@ struct BundleLayout {
 }
 
 impl BundleLayout {
-    /// The layout nice-plug-xtask writes for a native build (see its `clap_bundle_library_name`
+    /// The layout nice-plug-xtask writes for `platform` (see its `clap_bundle_library_name`
     /// and `vst3_bundle_library_name`).
-    fn new(bundled: &Path, name: &str) -> Result<Self> {
+    fn new(bundled: &Path, name: &str, platform: &Platform) -> Result<Self> {
         let clap = bundled.join(format!("{name}.clap"));
         let vst3 = bundled.join(format!("{name}.vst3"));
         let contents = vst3.join("Contents");
-        let arch = env::consts::ARCH;
-        let vst3_arch = if cfg!(target_os = "macos") {
-            "MacOS"
-        } else if cfg!(windows) {
-            match arch {
-                "x86" => "x86-win",
-                "x86_64" => "x86_64-win",
-                "aarch64" => "arm_64-win",
-                _ => bail!("no VST3 folder name known for Windows on {arch}"),
-            }
-        } else {
-            match arch {
-                "x86" => "i386-linux",
-                "x86_64" => "x86_64-linux",
-                "aarch64" => "aarch64-linux",
-                "riscv64" => "riscv64-linux",
-                _ => bail!(
-                    "no VST3 folder name known for {} on {arch}",
-                    env::consts::OS
-                ),
-            }
-        };
-        let (clap_lib_dir, clap_notice_dir) = if cfg!(target_os = "macos") {
+        let vst3_arch = platform.vst3_arch()?;
+        let (clap_lib_dir, clap_notice_dir) = if platform.os == Os::MacOS {
             (
                 clap.join("Contents").join("MacOS"),
                 clap.join("Contents").join("Resources"),
@@ -786,8 +793,13 @@ fn bundle_name(root: &Path, package: &str) -> Result<String> {
 }
 
 /// Every runtime library name a bundle can hold (to clear the ones of the other runtime).
-fn runtime_lib_names() -> Vec<&'static str> {
-    let (_, link, cpu_extra, gpu_extra) = LIBS;
+fn runtime_lib_names(platform: &Platform) -> Vec<&'static str> {
+    let platform::RuntimeLibs {
+        link,
+        cpu_extra,
+        gpu_extra,
+        ..
+    } = platform.runtime_libs();
     std::iter::once(link)
         .chain(cpu_extra.iter().copied())
         .chain(gpu_extra.iter().copied())
@@ -799,8 +811,17 @@ type FileCopy = (PathBuf, String);
 
 /// The files of the fetched runtime in `dir` that go beside the plugin: the libraries, and
 /// the licence files.
-fn runtime_files(dir: &Path, gpu: bool) -> Result<(Vec<FileCopy>, Vec<FileCopy>)> {
-    let (_, link, cpu_extra, gpu_extra) = LIBS;
+fn runtime_files(
+    dir: &Path,
+    platform: &Platform,
+    gpu: bool,
+) -> Result<(Vec<FileCopy>, Vec<FileCopy>)> {
+    let platform::RuntimeLibs {
+        link,
+        cpu_extra,
+        gpu_extra,
+        ..
+    } = platform.runtime_libs();
     // The loader looks for `link`; copying it (following the link) gives a plain file.
     let mut libs = vec![(dir.join(link), link.to_string())];
     libs.extend(
@@ -832,12 +853,13 @@ fn runtime_files(dir: &Path, gpu: bool) -> Result<(Vec<FileCopy>, Vec<FileCopy>)
 /// Puts the runtime `libs` into `lib_dir` (removing libraries of the other runtime there)
 /// and the licence files into `notice_dir`.
 fn place_runtime(
+    platform: &Platform,
     libs: &[FileCopy],
     notices: &[FileCopy],
     lib_dir: &Path,
     notice_dir: &Path,
 ) -> Result<()> {
-    for name in runtime_lib_names() {
+    for name in runtime_lib_names(platform) {
         if !libs.iter().any(|(_, n)| n == name) {
             remove_any(&lib_dir.join(name))?;
         }
@@ -855,25 +877,59 @@ fn place_runtime(
 /// with `cargo_args` going to `cargo build`), after fetching the runtime, then puts the
 /// runtime into each CLAP and VST3 bundle beside the plugin's shared object.
 fn bundle(root: &Path, packages: &[String], gpu: bool, cargo_args: &[String]) -> Result<Built> {
-    let runtime_lib = fetch_runtime(root, gpu, false)?;
+    let platform = Platform::for_cargo_args(cargo_args)?;
+    let runtime_lib = fetch_runtime(root, &platform, gpu, false)?;
     let runtime_dir = runtime_lib
         .parent()
         .context("the runtime library has no folder")?;
-    let (libs, notices) = runtime_files(runtime_dir, gpu)?;
+    let (libs, notices) = runtime_files(runtime_dir, &platform, gpu)?;
 
     // nice-plug-xtask runs cargo and reads bundler.toml in the current folder.
     env::set_current_dir(root).with_context(|| format!("cannot change to {}", root.display()))?;
     let target = target_dir(root)?;
     nice_plug_xtask::build(packages, cargo_args)?;
 
-    let bundled = target.join("bundled");
+    // nice-plug-xtask bundles into `<its target folder>/bundled`. A cross build gets a folder
+    // of its own, `target/bundle-<triple>/`, so that it does not replace this machine's
+    // `target/bundled/Name.clap` (the host tests load that one): cargo's outputs are linked
+    // into `target/bundle-<triple>/<triple>/<profile>/`, where nice-plug-xtask looks for them.
+    let bundle_root = match &platform.cross {
+        None => target.clone(),
+        Some(triple) => {
+            let stage = target.join(format!("bundle-{triple}"));
+            let profile = platform::profile_dir(cargo_args);
+            let built = target.join(triple).join(&profile);
+            let staged = stage.join(triple).join(&profile);
+            fs::create_dir_all(&staged)
+                .with_context(|| format!("cannot create {}", staged.display()))?;
+            for package in packages {
+                for file in [
+                    platform.library_file(package),
+                    platform.exe_file(&package.replace('-', "_")),
+                ] {
+                    let dst = staged.join(&file);
+                    remove_any(&dst)?;
+                    let src = built.join(&file);
+                    if src.is_file() {
+                        fs::hard_link(&src, &dst)
+                            .or_else(|_| fs::copy(&src, &dst).map(drop))
+                            .with_context(|| {
+                                format!("cannot link {} to {}", src.display(), dst.display())
+                            })?;
+                    }
+                }
+            }
+            stage
+        }
+    };
+    let bundled = bundle_root.join("bundled");
     for package in packages {
         let name = bundle_name(root, package)?;
-        let layout = BundleLayout::new(&bundled, &name)?;
+        let layout = BundleLayout::new(&bundled, &name, &platform)?;
         // So that a bundle the new build no longer makes does not linger from an old one.
         remove_any(&layout.clap)?;
         remove_any(&layout.vst3)?;
-        nice_plug_xtask::bundle(&target, package, cargo_args, false)
+        nice_plug_xtask::bundle(&bundle_root, package, cargo_args, false)
             .with_context(|| format!("nice-plug-xtask could not bundle {package}"))?;
 
         let clap = layout.clap.exists();
@@ -886,6 +942,7 @@ fn bundle(root: &Path, packages: &[String], gpu: bool, cargo_args: &[String]) ->
         let runtime_kind = if gpu { "GPU" } else { "CPU" };
         if clap {
             place_runtime(
+                &platform,
                 &libs,
                 &notices,
                 &layout.clap_lib_dir,
@@ -901,6 +958,7 @@ fn bundle(root: &Path, packages: &[String], gpu: bool, cargo_args: &[String]) ->
         }
         if vst3 {
             place_runtime(
+                &platform,
                 &libs,
                 &notices,
                 &layout.vst3_lib_dir,
@@ -917,8 +975,180 @@ fn bundle(root: &Path, packages: &[String], gpu: bool, cargo_args: &[String]) ->
     }
     Ok(Built {
         target_dir: target,
+        bundled,
         runtime_lib,
+        platform,
     })
+}
+
+/// Packs files and folders into a zip (a `.zip` name) or a gzipped tar, reproducibly: sorted
+/// entries, fixed times, modes 755 (executable) or 644, everything under the folder's name.
+/// Python's zipfile and tarfile, since the xtask has its Python anyway and needs no crate for
+/// two archive formats this way.
+const ARCHIVE_PY: &str = "\
+import sys, os, io, gzip, zipfile, tarfile, pathlib
+src = pathlib.Path(sys.argv[1]); out = sys.argv[2]; top = src.name
+files = sorted((p for p in src.rglob('*') if p.is_file()), key=lambda p: p.relative_to(src).as_posix())
+mode = lambda p: 0o755 if os.access(p, os.X_OK) else 0o644
+name = lambda p: top + '/' + p.relative_to(src).as_posix()
+if out.endswith('.zip'):
+    with zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for p in files:
+            i = zipfile.ZipInfo(name(p), (1980, 1, 1, 0, 0, 0))
+            i.external_attr = (0o100000 | mode(p)) << 16
+            i.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(i, p.read_bytes())
+else:
+    with open(out, 'wb') as raw, gzip.GzipFile(filename='', fileobj=raw, mode='wb', mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode='w', format=tarfile.PAX_FORMAT) as t:
+            for p in files:
+                data = p.read_bytes()
+                i = tarfile.TarInfo(name(p)); i.size = len(data); i.mode = mode(p); i.mtime = 0
+                t.addfile(i, io.BytesIO(data))
+";
+
+/// Builds the release bundles for the platform `cargo_args` name (`--target`, else this
+/// machine) and packs them with the CLI, the runtime, the licences and INSTALL.txt into
+/// `target/dist/Voxsift-<version>-<os>-<arch>.zip` (Windows) or `.tar.gz`.
+fn dist(root: &Path, gpu: bool, cargo_args: &[String]) -> Result<PathBuf> {
+    let mut args = vec!["--release".to_string()];
+    args.extend(cargo_args.iter().cloned());
+    let built = bundle(root, &[PLUGIN_PACKAGE.to_string()], gpu, &args)?;
+    let platform = &built.platform;
+    let name = bundle_name(root, PLUGIN_PACKAGE)?;
+    let layout = BundleLayout::new(&built.bundled, &name, platform)?;
+    let version = env!("CARGO_PKG_VERSION");
+    let flavour = if gpu { "-gpu" } else { "" };
+    let top = format!(
+        "{name}-{version}-{}-{}{flavour}",
+        platform.os_name(),
+        platform.arch
+    );
+    let dist_dir = built.target_dir.join("dist");
+    let stage = dist_dir.join(&top);
+    remove_any(&stage)?;
+    fs::create_dir_all(&stage).with_context(|| format!("cannot create {}", stage.display()))?;
+
+    let runtime_dir = built
+        .runtime_lib
+        .parent()
+        .context("the runtime library has no folder")?;
+    let (libs, notices) = runtime_files(runtime_dir, platform, gpu)?;
+    // CLAP: on Linux and Windows a single file with the runtime beside it; on macOS a bundle.
+    let clap_dir = stage.join("CLAP");
+    if layout.clap.is_dir() {
+        copy_dir(&layout.clap, &clap_dir.join(format!("{name}.clap")))?;
+    } else {
+        fs::create_dir_all(&clap_dir)?;
+        replace_file(&layout.clap, &clap_dir.join(format!("{name}.clap")))?;
+        for (src, lib) in &libs {
+            replace_file(src, &clap_dir.join(lib))?;
+        }
+    }
+    copy_dir(
+        &layout.vst3,
+        &stage.join("VST3").join(format!("{name}.vst3")),
+    )?;
+    // The CLI, with the runtime beside it (it looks there first after VOXSIFT_ORT_LIB).
+    let cli_dir = stage.join("CLI");
+    fs::create_dir_all(&cli_dir)?;
+    let cli = built.bundled.join(platform.exe_file(&name));
+    ensure!(
+        cli.is_file(),
+        "the CLI was not bundled at {}",
+        cli.display()
+    );
+    replace_file(&cli, &cli_dir.join(platform.exe_file(PLUGIN_PACKAGE)))?;
+    for (src, lib) in &libs {
+        replace_file(src, &cli_dir.join(lib))?;
+    }
+    // Licences: Voxsift's, the runtime's, and those of the models built into the binary.
+    let licences = stage.join("licences");
+    fs::create_dir_all(&licences)?;
+    replace_file(&root.join("LICENSE"), &stage.join("LICENSE"))?;
+    for (src, file) in &notices {
+        replace_file(src, &licences.join(file))?;
+    }
+    for file in ["LICENSE-APACHE", "LICENSE-MIT", "NOTICE", "PROVENANCE.md"] {
+        replace_file(
+            &root.join("models").join("dfn3").join(file),
+            &licences.join(format!("dfn3-{file}")),
+        )?;
+    }
+    fs::write(stage.join("INSTALL.txt"), install_text(platform, &name))?;
+
+    let ext = if platform.os == Os::Windows {
+        "zip"
+    } else {
+        "tar.gz"
+    };
+    let archive = dist_dir.join(format!("{top}.{ext}"));
+    remove_any(&archive)?;
+    let python = venv_python(root)?;
+    run(Command::new(&python)
+        .args(["-c", ARCHIVE_PY])
+        .arg(&stage)
+        .arg(&archive))
+    .with_context(|| format!("cannot write {}", archive.display()))?;
+    let hash = sha256_file(&archive)?;
+    fs::write(
+        dist_dir.join(format!("{top}.{ext}.sha256")),
+        format!("{hash}  {top}.{ext}\n"),
+    )?;
+    println!("dist: {} (sha256 {hash})", archive.display());
+    Ok(archive)
+}
+
+/// INSTALL.txt of a `dist` archive for `platform`.
+fn install_text(platform: &Platform, name: &str) -> String {
+    let libs = platform.runtime_libs();
+    let mut runtime = vec![libs.link];
+    runtime.extend(libs.cpu_extra);
+    let runtime = runtime.join(", ");
+    let cli = platform.exe_file(PLUGIN_PACKAGE);
+    let (clap_dest, vst3_dest) = match platform.os {
+        Os::Windows => (
+            "%LOCALAPPDATA%\\Programs\\Common\\CLAP\\ (just you) or C:\\Program Files\\Common Files\\CLAP\\ (everyone)",
+            "%LOCALAPPDATA%\\Programs\\Common\\VST3\\ (just you) or C:\\Program Files\\Common Files\\VST3\\ (everyone)",
+        ),
+        Os::MacOS => (
+            "~/Library/Audio/Plug-Ins/CLAP/",
+            "~/Library/Audio/Plug-Ins/VST3/",
+        ),
+        Os::Linux => ("~/.clap/", "~/.vst3/"),
+    };
+    let clap_how = if platform.os == Os::MacOS {
+        format!("Copy the folder CLAP/{name}.clap into {clap_dest}")
+    } else {
+        format!(
+            "Copy CLAP/{name}.clap together with {runtime} into {clap_dest}\n  \
+             The plugin loads ONNX Runtime from the folder it is in: keep them side by side."
+        )
+    };
+    format!(
+        "{name} {version}: speech isolation for CLAP and VST3 hosts, and the voxsift command line.
+Built for {os} on {arch}.
+
+Plugin
+- VST3: copy the folder VST3/{name}.vst3 into {vst3_dest}
+  It carries its own ONNX Runtime inside.
+- CLAP: {clap_how}
+Then rescan plugins in the host. Without the runtime the plugin still loads, passes audio
+through (delayed by its reported latency) and says why in its editor.
+
+Command line
+  CLI/{cli} render speech_in_music.wav -o speech.wav
+  CLI/{cli} info
+The runtime beside {cli} is found there; elsewhere set VOXSIFT_ORT_LIB to {link}.
+
+Licences: LICENSE (Voxsift, GPL-3.0-or-later), licences/ (ONNX Runtime, MIT; DeepFilterNet3
+weights, MIT or Apache-2.0, built into the plugin and the CLI).
+",
+        version = env!("CARGO_PKG_VERSION"),
+        os = platform.os_name(),
+        arch = platform.arch,
+        link = libs.link,
+    )
 }
 
 /// The user's CLAP and VST3 folders for this platform.
@@ -946,14 +1176,19 @@ fn plugin_dirs() -> Result<(PathBuf, PathBuf)> {
 /// Bundles the plugin (unless `no_build`) and copies its bundles into the user's plugin
 /// folders.
 fn install(root: &Path, no_build: bool, gpu: bool, cargo_args: &[String]) -> Result<()> {
-    let target = if no_build {
-        target_dir(root)?
+    let platform = Platform::for_cargo_args(cargo_args)?;
+    ensure!(
+        platform.cross.is_none(),
+        "install puts the plugin into this machine's plugin folders; for another platform run \
+         `cargo xtask dist --target ...` and install that archive there"
+    );
+    let bundled = if no_build {
+        target_dir(root)?.join("bundled")
     } else {
-        bundle(root, &[PLUGIN_PACKAGE.to_string()], gpu, cargo_args)?.target_dir
+        bundle(root, &[PLUGIN_PACKAGE.to_string()], gpu, cargo_args)?.bundled
     };
-    let bundled = target.join("bundled");
     let name = bundle_name(root, PLUGIN_PACKAGE)?;
-    let layout = BundleLayout::new(&bundled, &name)?;
+    let layout = BundleLayout::new(&bundled, &name, &platform)?;
     let clap = layout.clap.exists();
     let vst3 = layout.vst3.is_dir();
     ensure!(
@@ -987,14 +1222,14 @@ fn install(root: &Path, no_build: bool, gpu: bool, cargo_args: &[String]) -> Res
         } else {
             // A single file: the runtime goes beside it in the shared CLAP folder, before the
             // plugin, so a host never finds the new plugin without its runtime.
-            let (_, link, _, _) = LIBS;
+            let link = platform.runtime_libs().link;
             ensure!(
                 layout.clap_lib_dir.join(link).is_file(),
                 "{} has no {link} beside {name}.clap; run `cargo xtask bundle {PLUGIN_PACKAGE} \
                  --release` again",
                 layout.clap_lib_dir.display()
             );
-            for lib in runtime_lib_names() {
+            for lib in runtime_lib_names(&platform) {
                 let src = layout.clap_lib_dir.join(lib);
                 let dst = clap_dir.join(lib);
                 if src.is_file() {

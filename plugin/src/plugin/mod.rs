@@ -146,8 +146,41 @@ fn module_dir() -> Option<PathBuf> {
     path.parent().map(PathBuf::from)
 }
 
+/// The folder of the DLL this code was loaded from.
+#[cfg(windows)]
+fn module_dir() -> Option<PathBuf> {
+    use std::os::windows::ffi::OsStringExt;
+    use windows_sys::Win32::System::LibraryLoader::{
+        GetModuleFileNameW, GetModuleHandleExW, GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS,
+        GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+    };
+    let mut module = std::ptr::null_mut();
+    let addr = module_dir as *const u16;
+    // SAFETY: with FROM_ADDRESS the "name" is an address inside this DLL; UNCHANGED_REFCOUNT
+    // takes no reference, so there is nothing to release.
+    let ok = unsafe {
+        GetModuleHandleExW(
+            GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+            addr,
+            &mut module,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    // Allocates the path buffer once, at first activation (not on the audio thread).
+    let mut buf = vec![0u16; 32_768];
+    // SAFETY: `buf` holds `buf.len()` u16s; the call writes at most that many.
+    let n = unsafe { GetModuleFileNameW(module, buf.as_mut_ptr(), buf.len() as u32) } as usize;
+    if n == 0 || n >= buf.len() {
+        return None;
+    }
+    let path = PathBuf::from(std::ffi::OsString::from_wide(&buf[..n]));
+    path.parent().map(PathBuf::from)
+}
+
 /// The folder of the shared object this code was loaded from (not looked up on this platform).
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 fn module_dir() -> Option<PathBuf> {
     None
 }

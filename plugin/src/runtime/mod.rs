@@ -1,8 +1,9 @@
 //! Finding and loading ONNX Runtime (dynamically), and building sessions with our options.
 //!
 //! Lookup order for the library: `VOXSIFT_ORT_LIB` (or ort's `ORT_DYLIB_PATH`), beside the
-//! running binary or plugin, then the folder `cargo xtask fetch-runtime` fills. The library
-//! is loaded once per process; the environment lives for the rest of the process.
+//! running binary or plugin, then the folder `cargo xtask fetch-runtime` fills (for this
+//! platform, or for it as another machine's cross target). The library is loaded once per
+//! process; the environment lives for the rest of the process.
 
 use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
@@ -24,7 +25,11 @@ pub const LIB_NAME: &str = "libonnxruntime.dylib";
 pub const LIB_NAME: &str = "onnxruntime.dll";
 
 /// The command that installs the runtime.
+#[cfg(not(windows))]
 pub const FIX: &str = "run `cargo xtask fetch-runtime` in the Voxsift source tree, or set VOXSIFT_ORT_LIB to the path of libonnxruntime from the onnxruntime 1.31.1 wheel";
+/// The command that installs the runtime.
+#[cfg(windows)]
+pub const FIX: &str = "put onnxruntime.dll from the onnxruntime 1.31.1 wheel (win_amd64) beside voxsift.exe or the plugin, run `cargo xtask fetch-runtime` in the Voxsift source tree, or set VOXSIFT_ORT_LIB to the path of onnxruntime.dll";
 
 /// Errors from finding or loading ONNX Runtime.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -84,6 +89,19 @@ pub fn fetched_dir() -> PathBuf {
         .join(format!("onnxruntime-{ORT_VERSION}"))
 }
 
+/// The folder `cargo xtask fetch-runtime --target <this platform>` writes to when this
+/// platform is not the build machine's (a cross build: `onnxruntime-<version>-<os>-<arch>`).
+pub fn fetched_cross_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("runtime")
+        .join(format!(
+            "onnxruntime-{ORT_VERSION}-{}-{}",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ))
+}
+
 /// Candidate library paths in lookup order.
 pub fn candidates() -> Vec<PathBuf> {
     let mut c = Vec::new();
@@ -101,6 +119,7 @@ pub fn candidates() -> Vec<PathBuf> {
         c.extend(d.iter().map(|d| d.join(LIB_NAME)));
     }
     c.push(fetched_dir().join(LIB_NAME));
+    c.push(fetched_cross_dir().join(LIB_NAME));
     c
 }
 
