@@ -288,6 +288,10 @@ pub struct Engine {
     hop_out: Vec<f32>,
     /// Scratch: one synthesized frame (`win`).
     synth: Vec<f32>,
+    /// Scratch: the wet smoother's value per sample of a segment while it ramps (`hop`).
+    wet_steps: Vec<f32>,
+    /// Scratch: the output gain smoother's value per sample of a segment while it ramps (`hop`).
+    gain_steps: Vec<f32>,
     /// Magnitude of the gain applied to channel 0 in the last synthesized frame (`bins`),
     /// for displays. Written per frame on the audio thread.
     applied: Vec<f32>,
@@ -340,6 +344,24 @@ pub struct Engine {
 /// clamped to it, so that no sum or square in the STFT, the masks or a model's features can
 /// overflow to infinity (a block of `f32::MAX` samples did, and gave NaN output).
 pub const MAX_INPUT: f32 = 1_048_576.0;
+
+/// One output sample: the wet/dry mix of the delayed dry sample and the synthesized one, then
+/// the output gain; adds both signals' energy to `energy` (dry, output) for the meters.
+#[inline(always)]
+fn mix(dry: f32, y: f32, wet: f32, gain: f32, energy: &mut (f32, f32)) -> f32 {
+    let mixed = if wet == 0.0 {
+        dry
+    } else {
+        wet * y + (1.0 - wet) * dry
+    };
+    energy.0 += dry * dry;
+    energy.1 += mixed * mixed;
+    if gain == 1.0 {
+        mixed
+    } else {
+        mixed * gain
+    }
+}
 
 /// Replaces NaN and infinities by 0, flushes denormals and clamps to [`MAX_INPUT`], so none
 /// of them ever reaches the model.
@@ -394,6 +416,8 @@ impl Engine {
             gains: vec![Complex32::default(); grid.bins],
             hop_out: vec![0.0; streams * grid.hop],
             synth: vec![0.0; grid.win],
+            wet_steps: vec![0.0; grid.hop],
+            gain_steps: vec![0.0; grid.hop],
             applied: vec![1.0; grid.bins],
             block_energy: (0.0, 0.0),
             clock: 0,
@@ -580,6 +604,14 @@ impl Engine {
     }
 
     /// [`Engine::process`] with flush-to-zero set.
+    ///
+    /// The block is cut into segments at every sample where something happens besides the
+    /// per-sample work: the last sample of a hop (analysis, hand-off), a synthesis sample, the
+    /// wrap of the input and overlap-add rings. Those samples, and every sample while a long
+    /// digital silence may end in a stream restart, take [`Engine::one_sample`]; the samples
+    /// between them take [`Engine::segment`], channel by channel. Both compute every output
+    /// sample with the same operations in the same order, so the output does not depend on
+    /// the cut (only the meters' energy sums are added in another order).
     fn process_flushed(&mut self, io: &mut [&mut [f32]]) {
         let channels = self.config.channels.min(io.len());
         let n = io.iter().map(|c| c.len()).min().unwrap_or(0);
@@ -589,82 +621,180 @@ impl Engine {
         let win = self.grid.win;
         let ola_len = self.ola[0].len();
         let latency = self.latency.total() as u64;
-        let (mut e_dry, mut e_out) = (0.0f32, 0.0f32);
+        let mut energy = (0.0f32, 0.0f32);
         // Read position in the overlap-add ring: `(clock + win - latency) mod ola_len`, kept
         // incrementally (no division per sample). The offset keeps the sum from wrapping.
         let lift = (latency / ola_len as u64 + 1) * ola_len as u64;
         let mut pos = ((self.clock + win as u64 + lift - latency) % ola_len as u64) as usize;
-        #[allow(clippy::needless_range_loop)] // sample-major over planar channels
-        for i in 0..n {
-            let mut wpos = self.input_pos;
-            let mut silent = true;
-            for c in 0..channels {
-                let x = sanitize(io[c][i]);
-                self.input[c][wpos] = x;
-                silent &= x == 0.0;
-            }
-            if silent {
-                self.silent_run = self.silent_run.saturating_add(1);
+        let mut i = 0;
+        while i < n {
+            let before_hop_end = self.grid.hop - 1 - self.hop_fill;
+            let before_synth = self.next_synth.saturating_sub(self.clock);
+            let seg = (n - i)
+                .min(before_hop_end)
+                .min(usize::try_from(before_synth).unwrap_or(usize::MAX))
+                .min(win - self.input_pos)
+                .min(ola_len - pos);
+            let restart_possible = self.silent_run.saturating_add(seg as u64) >= self.resync_after;
+            if seg == 0 || restart_possible {
+                self.one_sample(io, i, channels, &mut pos, lift, &mut energy);
+                i += 1;
             } else {
-                if self.silent_run >= self.resync_after && self.clock > 0 {
-                    // Everything inside is zero: restart the stream at this sound. The reset
-                    // clears the input ring, so this sample is stored again at its new start.
-                    // The model resumes from its state before the silence.
-                    self.reset();
-                    self.resume_next = true;
-                    pos = ((win as u64 + lift - latency) % ola_len as u64) as usize;
-                    wpos = self.input_pos;
-                    for c in 0..channels {
-                        self.input[c][wpos] = sanitize(io[c][i]);
-                    }
+                self.segment(io, i, seg, channels, pos, &mut energy);
+                i += seg;
+                pos += seg;
+                if pos == ola_len {
+                    pos = 0;
                 }
-                self.silent_run = 0;
-            }
-            self.input_pos += 1;
-            if self.input_pos == win {
-                self.input_pos = 0;
-            }
-            self.hop_fill += 1;
-            if self.hop_fill == self.grid.hop {
-                self.hop_fill = 0;
-                self.analyse_frame(channels);
-            }
-            if self.clock == self.next_synth {
-                self.synthesize_frame(channels);
-                self.next_synth += self.grid.hop as u64;
-            }
-            let wet = self.wet.next_value();
-            let gain = self.gain.next_value();
-            let reading = self.clock >= latency;
-            for c in 0..channels {
-                // The sanitized input sample, stored above.
-                let x = self.input[c][wpos];
-                let dry = self.dry[c].tick(x);
-                let y = if reading {
-                    std::mem::replace(&mut self.ola[c][pos], 0.0)
-                } else {
-                    0.0
-                };
-                let mixed = if wet == 0.0 {
-                    dry
-                } else {
-                    wet * y + (1.0 - wet) * dry
-                };
-                e_dry += dry * dry;
-                e_out += mixed * mixed;
-                io[c][i] = if gain == 1.0 { mixed } else { mixed * gain };
-            }
-            self.clock += 1;
-            pos += 1;
-            if pos == ola_len {
-                pos = 0;
             }
         }
-        self.block_energy = (e_dry, e_out);
+        self.block_energy = energy;
         // Channels the engine was not configured for are silenced rather than left unprocessed.
         for ch in io.iter_mut().skip(channels) {
             ch.fill(0.0);
         }
+    }
+
+    /// Processes sample `i` of `io` with everything that may happen at a sample: the stream
+    /// restart after a long digital silence, analysis at the end of a hop, synthesis. `pos` is
+    /// the overlap-add read position (advanced here), `lift` its offset (see `process_flushed`).
+    #[inline]
+    fn one_sample(
+        &mut self,
+        io: &mut [&mut [f32]],
+        i: usize,
+        channels: usize,
+        pos: &mut usize,
+        lift: u64,
+        energy: &mut (f32, f32),
+    ) {
+        let win = self.grid.win;
+        let ola_len = self.ola[0].len();
+        let latency = self.latency.total() as u64;
+        let mut wpos = self.input_pos;
+        let mut silent = true;
+        for (c, ch) in io.iter().enumerate().take(channels) {
+            let x = sanitize(ch[i]);
+            self.input[c][wpos] = x;
+            silent &= x == 0.0;
+        }
+        if silent {
+            self.silent_run = self.silent_run.saturating_add(1);
+        } else {
+            if self.silent_run >= self.resync_after && self.clock > 0 {
+                // Everything inside is zero: restart the stream at this sound. The reset
+                // clears the input ring, so this sample is stored again at its new start.
+                // The model resumes from its state before the silence.
+                self.reset();
+                self.resume_next = true;
+                *pos = ((win as u64 + lift - latency) % ola_len as u64) as usize;
+                wpos = self.input_pos;
+                for (c, ch) in io.iter().enumerate().take(channels) {
+                    self.input[c][wpos] = sanitize(ch[i]);
+                }
+            }
+            self.silent_run = 0;
+        }
+        self.input_pos += 1;
+        if self.input_pos == win {
+            self.input_pos = 0;
+        }
+        self.hop_fill += 1;
+        if self.hop_fill == self.grid.hop {
+            self.hop_fill = 0;
+            self.analyse_frame(channels);
+        }
+        if self.clock == self.next_synth {
+            self.synthesize_frame(channels);
+            self.next_synth += self.grid.hop as u64;
+        }
+        let wet = self.wet.next_value();
+        let gain = self.gain.next_value();
+        let reading = self.clock >= latency;
+        for (c, ch) in io.iter_mut().enumerate().take(channels) {
+            // The sanitized input sample, stored above.
+            let x = self.input[c][wpos];
+            let dry = self.dry[c].tick(x);
+            let y = if reading {
+                std::mem::replace(&mut self.ola[c][*pos], 0.0)
+            } else {
+                0.0
+            };
+            ch[i] = mix(dry, y, wet, gain, energy);
+        }
+        self.clock += 1;
+        *pos += 1;
+        if *pos == ola_len {
+            *pos = 0;
+        }
+    }
+
+    /// Processes samples `i..i + len` of `io`, which hold no hop end, no synthesis, no ring
+    /// wrap and no possible stream restart (see `process_flushed`), channel by channel.
+    /// `pos` is the overlap-add read position of sample `i`.
+    #[inline]
+    fn segment(
+        &mut self,
+        io: &mut [&mut [f32]],
+        i: usize,
+        len: usize,
+        channels: usize,
+        pos: usize,
+        energy: &mut (f32, f32),
+    ) {
+        let wpos = self.input_pos;
+        // The last sample that is not silent in every channel, if any.
+        let mut last_sound = None;
+        for (c, ch) in io.iter().enumerate().take(channels) {
+            let src = &ch[i..i + len];
+            let dst = &mut self.input[c][wpos..wpos + len];
+            for (d, &x) in dst.iter_mut().zip(src) {
+                *d = sanitize(x);
+            }
+            if let Some(k) = dst.iter().rposition(|&x| x != 0.0) {
+                last_sound = Some(last_sound.map_or(k, |l: usize| l.max(k)));
+            }
+        }
+        self.silent_run = match last_sound {
+            // No restart is possible here: the run before this segment was too short.
+            Some(k) => (len - 1 - k) as u64,
+            None => self.silent_run.saturating_add(len as u64),
+        };
+        self.input_pos += len;
+        self.hop_fill += len;
+        let latency = self.latency.total() as u64;
+        // The smoothers step once per sample, as in `one_sample`; nothing changes their
+        // targets inside a segment.
+        let ramping = self.wet.is_ramping() || self.gain.is_ramping();
+        let (wet0, gain0) = (self.wet.value(), self.gain.value());
+        if ramping {
+            for k in 0..len {
+                self.wet_steps[k] = self.wet.next_value();
+                self.gain_steps[k] = self.gain.next_value();
+            }
+        }
+        let clock = self.clock;
+        for (c, ch) in io.iter_mut().enumerate().take(channels) {
+            let input = &self.input[c][wpos..wpos + len];
+            let ola = &mut self.ola[c][pos..pos + len];
+            let out = &mut ch[i..i + len];
+            let dry_line = &mut self.dry[c];
+            for k in 0..len {
+                let dry = dry_line.tick(input[k]);
+                let y = if clock + k as u64 >= latency {
+                    std::mem::replace(&mut ola[k], 0.0)
+                } else {
+                    0.0
+                };
+                let (wet, gain) = if ramping {
+                    (self.wet_steps[k], self.gain_steps[k])
+                } else {
+                    (wet0, gain0)
+                };
+                out[k] = mix(dry, y, wet, gain, energy);
+            }
+        }
+        self.clock += len as u64;
     }
 
     /// Analyses the frame that just completed and hands its newest hop to the worker.

@@ -64,6 +64,12 @@ impl Smoother {
         self.next_value()
     }
 
+    /// True while a ramp is under way (`next_value` changes the value).
+    #[inline]
+    pub fn is_ramping(&self) -> bool {
+        self.remaining > 0
+    }
+
     /// Current value without advancing.
     pub fn value(&self) -> f32 {
         self.current
