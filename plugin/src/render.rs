@@ -5,7 +5,8 @@
 use crate::engine::{ChannelMode, Engine, EngineConfig, EngineParams, RunMode};
 use crate::model::dfn3::{self, Dfn3};
 use crate::model::fusion::{self, Fusion};
-use crate::model::separator::Separator;
+use crate::model::refine::{self, Refined};
+use crate::model::separator::{self, Separator};
 use crate::model::synthetic::SyntheticModel;
 use crate::model::{MaskModel, ModelError, ModelSpec};
 use crate::runtime::{Provider, SessionOptions};
@@ -27,7 +28,9 @@ pub enum ModelChoice {
     /// different masks (fusion tests).
     SyntheticWith(SyntheticSettings),
     /// A separator (Demucs, HTDemucs) from a model directory with a `model.toml`. Its spec is
-    /// known only once it is loaded (its lookahead includes a measured margin).
+    /// known only once it is loaded (its lookahead includes a measured margin). A
+    /// DeepFilterNet3 refiner (`architecture = "dfn3-refiner"`) runs with DeepFilterNet3's
+    /// embedded graphs in front of it ([`Refined`]).
     Separator(PathBuf),
     /// Several models run on the same hops, their masks fused per bin.
     Fused {
@@ -76,10 +79,14 @@ impl Preset {
     }
 
     /// The models of the preset: `live` (DeepFilterNet3, or what replaces it) alone, or fused
-    /// by max with `separator` (weights 1) for Studio.
+    /// by max with `separator` (weights 1) for Studio. A DeepFilterNet3 refiner already holds
+    /// DeepFilterNet3, so Studio with one is the refiner alone (fuse it with DeepFilterNet3
+    /// through `--model dfn3 --model DIR --fuse RULE` if wanted). The CLI and the plugin both
+    /// choose Studio's models here.
     pub fn models(self, live: ModelChoice, separator: ModelChoice) -> ModelChoice {
         match self {
             Self::Live => live,
+            Self::Studio if separator.is_refiner() => separator,
             Self::Studio => ModelChoice::Fused {
                 members: vec![(live, 1.0), (separator, 1.0)],
                 rule: Fusion::Max,
@@ -108,22 +115,98 @@ pub const DEFAULT_SEPARATOR: &str = "models/local/htdemucs";
 /// Also looked at, after [`DEFAULT_SEPARATOR`]: a separator placed at `models/htdemucs`.
 pub const OTHER_SEPARATOR: &str = "models/htdemucs";
 
+/// Looked at last, after [`OTHER_SEPARATOR`]: the DeepFilterNet3 refiner shipped in the source
+/// tree.
+pub const SHIPPED_SEPARATOR: &str = "models/dfn3-refiner";
+
+/// The separator directories Studio looks at, in order, relative to a base folder.
+pub const SEPARATOR_CANDIDATES: [&str; 3] = [DEFAULT_SEPARATOR, OTHER_SEPARATOR, SHIPPED_SEPARATOR];
+
 /// The default separator directory: the first of [`DEFAULT_SEPARATOR`] and
 /// [`OTHER_SEPARATOR`], under the working directory and then under the source tree this binary
-/// was built from, that holds a model; else [`DEFAULT_SEPARATOR`] under the working directory
-/// (for the message that it is missing).
+/// was built from, then [`SHIPPED_SEPARATOR`] under the same two, that holds a model; else
+/// [`DEFAULT_SEPARATOR`] under the working directory (for the message that it is missing).
 pub fn default_separator_dir() -> PathBuf {
-    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tree = source_tree();
     let candidates = [
         PathBuf::from(DEFAULT_SEPARATOR),
         PathBuf::from(OTHER_SEPARATOR),
         tree.join(DEFAULT_SEPARATOR),
         tree.join(OTHER_SEPARATOR),
+        PathBuf::from(SHIPPED_SEPARATOR),
+        tree.join(SHIPPED_SEPARATOR),
     ];
     candidates
         .into_iter()
         .find(|d| is_separator_dir(d))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SEPARATOR))
+}
+
+/// The source tree this binary was built from (the folder holding `models/`).
+fn source_tree() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// What `voxsift info` says about a separator model directory.
+#[derive(Debug, Clone)]
+pub struct SeparatorInfo {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its description, or why it could not be read.
+    pub description: Result<separator::desc::ModelDescription, String>,
+    /// Frames of lookahead before the inference margin measured at load (for a refiner, with
+    /// DeepFilterNet3's estimate delay), if the schedule is valid.
+    pub lookahead: Option<usize>,
+    /// Whether the graph has the description's sha256 (`None`: none given).
+    pub sha256: Option<bool>,
+}
+
+impl SeparatorInfo {
+    /// Reads `dir/model.toml` and checks the graph's sha256.
+    pub fn read(dir: &Path) -> Self {
+        let description = separator::describe(dir).map_err(|e| e.to_string());
+        let (lookahead, sha256) = match &description {
+            Ok(d) => (
+                separator::planned_spec(d, &Schedule::default(), 0)
+                    .ok()
+                    .map(|s| {
+                        s.lookahead
+                            + if d.is_refiner() {
+                                refine::DFN3_DELAY
+                            } else {
+                                0
+                            }
+                    }),
+                d.sha256_status(),
+            ),
+            Err(_) => (None, None),
+        };
+        Self {
+            dir: dir.to_path_buf(),
+            description,
+            lookahead,
+            sha256,
+        }
+    }
+}
+
+/// The separator models (directories with a `model.toml`) in `models/` under the working
+/// directory, else under the source tree this binary was built from, sorted by path.
+pub fn list_separators() -> Vec<SeparatorInfo> {
+    let roots = [PathBuf::from("models"), source_tree().join("models")];
+    let Some(root) = roots.iter().find(|r| r.is_dir()) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|d| is_separator_dir(d))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.iter().map(|d| SeparatorInfo::read(d)).collect()
 }
 
 /// True when `dir` holds a separator model (a `model.toml`).
@@ -141,13 +224,17 @@ pub fn check_separator_dir(dir: &Path) -> Result<(), RenderError> {
 }
 
 /// Loads the separator in `dir` for `streams` streams with the schedule overrides (on the
-/// worker thread: it warms the graph up and measures its margin).
+/// worker thread: it warms the graph up and measures its margin); a DeepFilterNet3 refiner
+/// with DeepFilterNet3's embedded graphs in front of it.
 fn load_separator(
     dir: &Path,
     streams: usize,
     opts: &SessionOptions,
     schedule: &Schedule,
 ) -> Result<Box<dyn MaskModel>, ModelError> {
+    if separator::describe(dir)?.is_refiner() {
+        return Ok(Box::new(Refined::load(dir, streams, opts, schedule)?));
+    }
     Ok(Box::new(Separator::load(dir, streams, opts, schedule)?))
 }
 
@@ -228,6 +315,15 @@ impl ModelChoice {
                 let names: Vec<String> = members.iter().map(|(m, _)| m.name()).collect();
                 format!("{} ({rule})", names.join("+"))
             }
+        }
+    }
+
+    /// True for a separator directory whose `model.toml` describes a DeepFilterNet3 refiner
+    /// (one that cannot be read is not).
+    pub fn is_refiner(&self) -> bool {
+        match self {
+            Self::Separator(dir) => separator::describe(dir).is_ok_and(|d| d.is_refiner()),
+            _ => false,
         }
     }
 

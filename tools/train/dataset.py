@@ -103,7 +103,9 @@ def licence(root, name, declared):
 def decode(src, dst, mono):
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".tmp.wav")
-    cmd = ["sox", "-q", "-V1", "-G", str(src), "-e", "signed-integer", "-b", "16", str(tmp)]
+    # -R: sox's dither noise from a fixed seed, so that the same package gives the same bytes
+    # (and sha256) on every run.
+    cmd = ["sox", "-R", "-q", "-V1", "-G", str(src), "-e", "signed-integer", "-b", "16", str(tmp)]
     cmd += ["remix", "-"] if mono else []
     cmd += ["rate", "-v", "48000"]
     subprocess.run(cmd, check=True)

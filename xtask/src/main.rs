@@ -2,6 +2,7 @@
 
 mod dataset;
 mod platform;
+mod train;
 
 use platform::{Os, Platform};
 
@@ -46,6 +47,14 @@ Commands:
         Debian packages of xtask/src/dataset.rs (apt-get download, dpkg-deb -x, sox,
         festival) and write tools/train/manifest.tsv; refuses the packages reserved for
         evaluation (docs/separator-training.md).
+  train-refiner [--data DIR] [--run DIR] [--out DIR] [--minutes M] [--seed N]
+        Train the DFN3 refiner (docs/separator-training.md): .venv-train/ with the pinned
+        packages of tools/train/requirements.txt, seeded mixtures of the dataset (run
+        `dataset` first) under DATA/refiner/, DFN3's estimates of them with `voxsift batch
+        --beta 1`, tools/train/train_refiner.py for M minutes (default 60; two threads;
+        checkpoints in DATA/runs/dfn3-refiner/, run again to resume), and the export of the
+        best checkpoint to OUT (default models/local/dfn3-refiner/, git-ignored), checked
+        against torch; use it with `voxsift render --preset studio --separator OUT`.
   test [ARGS...]
         fetch-runtime, bundle the plugin for the host tests in tests/ (as `bundle voxsift
         --features assert_process_allocs`: debug, aborting on allocations in `process`), then
@@ -186,6 +195,11 @@ fn try_main() -> Result<ExitCode> {
         }
         "dataset" => {
             dataset::run(&root, rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "train-refiner" => {
+            let lib = fetch_runtime(&root, &Platform::host()?, false, false)?;
+            train::run_refiner(&root, &lib, rest)?;
             Ok(ExitCode::SUCCESS)
         }
         "test" => {

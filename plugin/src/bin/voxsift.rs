@@ -701,9 +701,41 @@ fn cmd_info() -> Result<()> {
     println!("voxsift {}", env!("CARGO_PKG_VERSION"));
     println!("models:");
     println!("  dfn3  DeepFilterNet3 (embedded, 48 kHz, 2 frames lookahead), default");
+    for m in voxsift::render::list_separators() {
+        match &m.description {
+            Ok(d) => {
+                let latency = match m.lookahead {
+                    Some(frames) => {
+                        format!("lookahead {} ms + the margin measured at load", frames * 10)
+                    }
+                    None => "invalid schedule".into(),
+                };
+                let sha = match m.sha256 {
+                    Some(true) => "sha256 ok",
+                    Some(false) => "sha256 MISMATCH (refused at load)",
+                    None => "no sha256",
+                };
+                println!(
+                    "  {}  {} {} ({}, {} Hz, {latency}, {sha}){}",
+                    m.dir.display(),
+                    d.name,
+                    d.version,
+                    d.architecture.name(),
+                    d.sample_rate,
+                    if d.is_refiner() { ", refines dfn3" } else { "" }
+                );
+            }
+            Err(e) => println!("  {}  unreadable: {e}", m.dir.display()),
+        }
+    }
     let separator = voxsift::render::default_separator_dir();
+    let studio = if ModelChoice::Separator(separator.clone()).is_refiner() {
+        "the dfn3 refiner"
+    } else {
+        "dfn3 fused by max with the separator"
+    };
     println!(
-        "presets: live (dfn3 alone), studio (dfn3 fused by max with the separator in {}: {})",
+        "presets: live (dfn3 alone), studio ({studio} in {}: {})",
         separator.display(),
         if voxsift::render::is_separator_dir(&separator) {
             "found"

@@ -2,6 +2,7 @@
 
 pub mod dfn3;
 pub mod fusion;
+pub mod refine;
 pub mod separator;
 pub mod synthetic;
 

@@ -230,9 +230,9 @@ fn separator_choice() -> Result<ModelChoice, String> {
             .map_err(|e| e.to_string());
     }
     let default = render_mod::default_separator_dir();
-    let beside = module_dir().into_iter().flat_map(|d| {
-        [render_mod::DEFAULT_SEPARATOR, render_mod::OTHER_SEPARATOR].map(|s| d.join(s))
-    });
+    let beside = module_dir()
+        .into_iter()
+        .flat_map(|d| render_mod::SEPARATOR_CANDIDATES.map(|s| d.join(s)));
     std::iter::once(default.clone())
         .chain(beside)
         .find(|d| render_mod::is_separator_dir(d))
@@ -262,7 +262,13 @@ fn pin_margin(dir: &Path, streams: usize, provider: Provider, spec: &ModelSpec) 
     else {
         return;
     };
-    let ms = spec.lookahead.saturating_sub(planned.lookahead) as f64 * 10.0;
+    // A refiner's lookahead also holds DeepFilterNet3's estimate delay.
+    let delay = if separator::describe(dir).is_ok_and(|d| d.is_refiner()) {
+        crate::model::refine::DFN3_DELAY
+    } else {
+        0
+    };
+    let ms = spec.lookahead.saturating_sub(planned.lookahead + delay) as f64 * 10.0;
     if let Ok(mut margins) = MARGINS.lock() {
         if !margins
             .iter()
@@ -433,13 +439,19 @@ impl Plugin for Voxsift {
                 ),
             },
         };
-        // A separator loaded before in this process keeps the margin it measured then.
-        let separator_dir = match &model {
-            ModelChoice::Fused { members, .. } => members.iter().find_map(|(m, _)| match m {
-                ModelChoice::Separator(dir) => Some(dir.clone()),
-                _ => None,
-            }),
-            _ => None,
+        // A separator loaded before in this process keeps the margin it measured then. Studio
+        // is the live model fused with the separator (member 1), or a DeepFilterNet3 refiner
+        // alone (member 0; [`Preset::models`]).
+        let (separator_dir, member) = match &model {
+            ModelChoice::Fused { members, .. } => (
+                members.iter().find_map(|(m, _)| match m {
+                    ModelChoice::Separator(dir) => Some(dir.clone()),
+                    _ => None,
+                }),
+                1,
+            ),
+            ModelChoice::Separator(dir) => (Some(dir.clone()), 0),
+            _ => (None, 0),
         };
         let streams = config.mask_streams();
         let schedule = Schedule {
@@ -451,8 +463,7 @@ impl Plugin for Voxsift {
         let (mut engine, worker, model) = match launch(config, &model, opts, schedule, notice) {
             Ok((e, w)) => {
                 if let (Some(dir), None) = (&separator_dir, schedule.margin_ms) {
-                    // Studio's members are the live model, then the separator.
-                    if let Some(spec) = w.shared().specs().get(1) {
+                    if let Some(spec) = w.shared().specs().get(member) {
                         pin_margin(dir, streams, opts.provider, spec);
                     }
                 }

@@ -8,7 +8,7 @@
 //! format = 1
 //! name = "htdemucs-tiny"
 //! version = "0.1.0"
-//! architecture = "htdemucs"      # or "demucs-denoiser"
+//! architecture = "htdemucs"      # or "demucs-denoiser", "dfn3-refiner"
 //! kind = "hybrid"                # or "waveform"
 //! file = "model.onnx"
 //! sample_rate = 44100
@@ -16,6 +16,7 @@
 //! sources = ["drums", "bass", "other", "vocals"]
 //! speech = "vocals"
 //! window = 132300                # samples per run, the graph's time axis; 0 = any
+//! mask = "wiener"                # optional: "wiener" (default) or "ratio"
 //!
 //! [stft]                         # hybrid only
 //! n_fft = 4096
@@ -32,6 +33,8 @@
 //! kind = "waveform"
 //! shape = [1, 2, 132300]         # -1 = dynamic
 //! # ... more [[input]] and [[output]] tables
+//! # a dfn3-refiner also takes an input of kind "reference": DeepFilterNet3's speech
+//! # estimate of the same samples as the waveform input
 //!
 //! [provenance]                   # free-form
 //! ```
@@ -55,6 +58,10 @@ pub enum Architecture {
     Htdemucs,
     /// Demucs speech denoiser (Défossez et al., 2020).
     DemucsDenoiser,
+    /// A refiner of DeepFilterNet3's output: takes the mix and DeepFilterNet3's speech
+    /// estimate of it (an input of kind `reference`) and outputs a refined speech waveform.
+    /// Run with DeepFilterNet3 in front of it ([`crate::model::refine::Refined`]).
+    Dfn3Refiner,
 }
 
 impl Architecture {
@@ -63,6 +70,29 @@ impl Architecture {
         match self {
             Self::Htdemucs => "htdemucs",
             Self::DemucsDenoiser => "demucs-denoiser",
+            Self::Dfn3Refiner => "dfn3-refiner",
+        }
+    }
+}
+
+/// How a speech estimate `V` of a mix `X` becomes a mask frame (`mask` in `model.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskMode {
+    /// `|V|^2 / (|V|^2 + |X - V|^2)`, a real gain in `[0, 1]` (the default).
+    #[default]
+    Wiener,
+    /// The complex gain `V / X`, at most [`super::spectral::MAX_RATIO`] in magnitude, which
+    /// reproduces the estimate's waveform through the engine's overlap-add.
+    Ratio,
+}
+
+impl MaskMode {
+    /// The name used in `model.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wiener => "wiener",
+            Self::Ratio => "ratio",
         }
     }
 }
@@ -88,6 +118,9 @@ pub enum TensorKind {
     Spectrum,
     /// A mask (not run by this version of the separator).
     Mask,
+    /// DeepFilterNet3's speech estimate of the same samples as the waveform input, `[1, C, T]`
+    /// (a second input of a `dfn3-refiner` only).
+    Reference,
 }
 
 impl TensorKind {
@@ -97,6 +130,7 @@ impl TensorKind {
             Self::Waveform => "waveform",
             Self::Spectrum => "spectrum",
             Self::Mask => "mask",
+            Self::Reference => "reference",
         }
     }
 }
@@ -197,9 +231,13 @@ pub struct ModelDescription {
     /// Shortest run a graph of any length (`window = 0`) accepts.
     #[serde(default)]
     pub min_window: Option<usize>,
-    /// SHA-256 of the ONNX file, hex (informative; the version changes with it).
+    /// SHA-256 of the ONNX file, hex; when given, the graph is refused at load if its bytes do
+    /// not have it ([`ModelDescription::check_sha256`]).
     #[serde(default)]
     pub sha256: Option<String>,
+    /// How the speech estimate becomes mask frames (default: Wiener).
+    #[serde(default)]
+    pub mask: MaskMode,
     /// The spectrogram (hybrid models only).
     #[serde(default)]
     pub stft: Option<StftDesc>,
@@ -264,6 +302,17 @@ pub struct Ports {
     pub wave_out_has_sources: bool,
     /// The spectrogram output, `[1, S, 2C, F, N]` (hybrid).
     pub spec_out: Option<String>,
+    /// DeepFilterNet3's estimate of the mix, `[1, C, T]` (dfn3-refiner).
+    pub reference: Option<String>,
+}
+
+/// SHA-256 of `bytes` as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Reads `dir/model.toml` and validates it (no graph is loaded).
@@ -306,6 +355,42 @@ impl ModelDescription {
         self.dir.join(&self.file)
     }
 
+    /// True for a DeepFilterNet3 refiner (`architecture = "dfn3-refiner"`).
+    pub fn is_refiner(&self) -> bool {
+        self.architecture == Architecture::Dfn3Refiner
+    }
+
+    /// Checks `bytes` (the ONNX file) against `sha256`, when the description gives one.
+    pub fn check_sha256(&self, bytes: &[u8]) -> Result<(), ModelError> {
+        let Some(want) = &self.sha256 else {
+            return Ok(());
+        };
+        let got = sha256_hex(bytes);
+        if got.eq_ignore_ascii_case(want.trim()) {
+            Ok(())
+        } else {
+            Err(ModelError::Description {
+                path: self.dir.join(FILE_NAME),
+                message: format!(
+                    "sha256: the description says {want}, but {} has {got} (a different or \
+                     damaged graph)",
+                    self.graph_path().display()
+                ),
+            })
+        }
+    }
+
+    /// Whether `sha256` matches the graph file: `None` when the description gives none,
+    /// else whether the file could be read and has it.
+    pub fn sha256_status(&self) -> Option<bool> {
+        self.sha256.as_ref()?;
+        Some(
+            std::fs::read(self.graph_path())
+                .map(|b| self.check_sha256(&b).is_ok())
+                .unwrap_or(false),
+        )
+    }
+
     /// Index of the speech source in `sources`.
     pub fn speech_index(&self) -> Option<usize> {
         self.sources.iter().position(|s| *s == self.speech)
@@ -343,6 +428,25 @@ impl ModelDescription {
         }
         if self.sources.is_empty() {
             return Err("sources: empty".into());
+        }
+        if self.is_refiner() {
+            let rate = crate::model::dfn3::SAMPLE_RATE;
+            if self.sample_rate != rate {
+                return Err(format!(
+                    "sample_rate: a dfn3-refiner runs at DeepFilterNet3's rate, {rate} Hz, not \
+                     {} Hz",
+                    self.sample_rate
+                ));
+            }
+            if self.kind != Kind::Waveform {
+                return Err(format!(
+                    "kind: a dfn3-refiner is a waveform model, not `{}`",
+                    match self.kind {
+                        Kind::Waveform => "waveform",
+                        Kind::Hybrid => "hybrid",
+                    }
+                ));
+            }
         }
         if self.speech_index().is_none() {
             return Err(format!(
@@ -470,6 +574,22 @@ impl ModelDescription {
                     t.name
                 ));
             }
+            if let Some(t) = list.iter().find(|t| t.kind == TensorKind::Reference) {
+                if what == "output" {
+                    return Err(format!(
+                        "output `{}`: kind `reference` is an input kind",
+                        t.name
+                    ));
+                }
+                if !self.is_refiner() {
+                    return Err(format!(
+                        "input `{}`: kind `reference` is only for architecture = \
+                         \"dfn3-refiner\" (this is `{}`)",
+                        t.name,
+                        self.architecture.name()
+                    ));
+                }
+            }
             let mut names: Vec<&str> = list.iter().map(|t| t.name.as_str()).collect();
             names.sort_unstable();
             if names.windows(2).any(|w| w[0] == w[1]) {
@@ -503,6 +623,10 @@ impl ModelDescription {
             "output",
             &self.expected("wave", wave_out_has_sources),
         )?;
+        let reference = one(&self.inputs, "input", TensorKind::Reference)?;
+        if let Some(r) = &reference {
+            check(r, "input", &self.expected("wave", false))?;
+        }
         let spec_in = one(&self.inputs, "input", TensorKind::Spectrum)?;
         let spec_out = one(&self.outputs, "output", TensorKind::Spectrum)?;
         match self.kind {
@@ -530,6 +654,7 @@ impl ModelDescription {
                     wave_out: wave_out.name,
                     wave_out_has_sources,
                     spec_out: Some(spec_out.name),
+                    reference: None,
                 })
             }
             Kind::Waveform => {
@@ -539,9 +664,21 @@ impl ModelDescription {
                         t.name
                     ));
                 }
-                if self.inputs.len() != 1 {
+                let want = if self.is_refiner() {
+                    if reference.is_none() {
+                        return Err("input: a dfn3-refiner needs an input of kind `reference` \
+                             (DeepFilterNet3's estimate)"
+                            .into());
+                    }
+                    2
+                } else {
+                    1
+                };
+                if self.inputs.len() != want {
                     return Err(format!(
-                        "input: a waveform model takes 1 input, the description lists {}",
+                        "input: a {} model takes {want} input{}, the description lists {}",
+                        self.architecture.name(),
+                        if want == 1 { "" } else { "s" },
                         self.inputs.len()
                     ));
                 }
@@ -551,6 +688,7 @@ impl ModelDescription {
                     wave_out: wave_out.name,
                     wave_out_has_sources,
                     spec_out: None,
+                    reference: reference.map(|r| r.name),
                 })
             }
         }
@@ -726,6 +864,130 @@ name = "speech"
 kind = "waveform"
 shape = [1, 1, -1]
 "#;
+
+    /// A valid DeepFilterNet3 refiner description (the fixed refiner interface).
+    pub(crate) const REFINER: &str = r#"
+format = 1
+name = "refiner-test"
+version = "0"
+architecture = "dfn3-refiner"
+kind = "waveform"
+file = "model.onnx"
+sample_rate = 48000
+channels = 1
+sources = ["speech"]
+speech = "speech"
+window = 0
+min_window = 4096
+mask = "ratio"
+
+[schedule]
+window_ms = 2000
+lookahead_ms = 300
+step_ms = 400
+crossfade_ms = 200
+
+[[input]]
+name = "mix"
+kind = "waveform"
+shape = [1, 1, -1]
+
+[[input]]
+name = "dfn3"
+kind = "reference"
+shape = [1, 1, -1]
+
+[[output]]
+name = "speech"
+kind = "waveform"
+shape = [1, 1, -1]
+"#;
+
+    #[test]
+    fn a_refiner_names_its_reference_and_masks_by_ratio() {
+        let r = parse(REFINER).expect("parses");
+        r.validate().expect("valid");
+        assert!(r.is_refiner());
+        assert_eq!(r.mask, MaskMode::Ratio);
+        let p = r.ports().expect("ports");
+        assert_eq!(p.reference.as_deref(), Some("dfn3"));
+        assert_eq!((p.mix.as_str(), p.wave_out.as_str()), ("mix", "speech"));
+        // Existing descriptions keep the Wiener mask and have no reference.
+        let w = parse(WAVEFORM).expect("parses");
+        assert_eq!(w.mask, MaskMode::Wiener);
+        assert!(!w.is_refiner());
+        assert_eq!(w.ports().expect("ports").reference, None);
+        let wr =
+            parse(&WAVEFORM.replace("window = 0", "window = 0\nmask = \"ratio\"")).expect("parses");
+        assert_eq!(wr.mask, MaskMode::Ratio);
+    }
+
+    #[test]
+    fn refiner_descriptions_that_break_the_interface_are_refused() {
+        let reference_input =
+            "[[input]]\nname = \"dfn3\"\nkind = \"reference\"\nshape = [1, 1, -1]\n";
+        assert!(REFINER.contains(reference_input));
+        let cases = [
+            (
+                REFINER.replace("sample_rate = 48000", "sample_rate = 44100"),
+                "sample_rate",
+            ),
+            (REFINER.replace(reference_input, ""), "kind `reference`"),
+            (
+                REFINER.replace("mask = \"ratio\"", "mask = \"binary\""),
+                "binary",
+            ),
+            (
+                REFINER.replace("kind = \"reference\"\nshape = [1, 1, -1]", "kind = \"reference\"\nshape = [1, 2, -1]"),
+                "input `dfn3`",
+            ),
+            (
+                REFINER.replace(
+                    "architecture = \"dfn3-refiner\"",
+                    "architecture = \"demucs-denoiser\"",
+                ),
+                "input `dfn3`: kind `reference` is only for architecture",
+            ),
+            (
+                format!("{REFINER}\n[[input]]\nname = \"extra\"\nkind = \"reference\"\nshape = [1, 1, -1]\n"),
+                "input: 2 tensors of kind `reference`",
+            ),
+            (
+                REFINER.replace(
+                    "[[output]]\nname = \"speech\"\nkind = \"waveform\"",
+                    "[[output]]\nname = \"speech\"\nkind = \"reference\"",
+                ),
+                "output `speech`: kind `reference`",
+            ),
+            (
+                WAVEFORM.replace(
+                    "[[output]]",
+                    "[[input]]\nname = \"dfn3\"\nkind = \"reference\"\nshape = [1, 1, -1]\n\n[[output]]",
+                ),
+                "architecture = \"dfn3-refiner\"",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = invalid(&text);
+            assert!(e.contains(field), "expected `{field}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_sha256_is_refused_naming_the_field() {
+        let mut d = parse(REFINER).expect("parses");
+        d.check_sha256(b"graph")
+            .expect("no sha256 given: nothing to check");
+        d.sha256 = Some(sha256_hex(b"graph").to_uppercase());
+        d.check_sha256(b"graph").expect("matches, case aside");
+        let e = d.check_sha256(b"other graph").expect_err("mismatch");
+        assert!(matches!(e, ModelError::Description { .. }), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("sha256") && m.contains(&sha256_hex(b"other graph")),
+            "{m}"
+        );
+    }
 
     fn port(name: &str, shape: &[i64]) -> GraphPort {
         GraphPort {

@@ -1,6 +1,7 @@
 //! A separator graph on ONNX Runtime: feeds it a window (zero-padded to the graph's fixed
 //! window), computes HTDemucs's spectrogram around it in Rust for hybrid models, and adds
-//! the inverse spectrogram of the spectral branch to the waveform branch.
+//! the inverse spectrogram of the spectral branch to the waveform branch. A refiner's graph
+//! also gets its reference (DeepFilterNet3's estimate of the same samples) as a second input.
 //!
 //! Memory: buffers grow to the largest window seen and are reused; ONNX Runtime allocates
 //! its outputs per run. Runs on the separator's inference thread (never the audio thread).
@@ -38,6 +39,8 @@ pub struct SeparatorGraph {
     stft: Option<HybridStft>,
     /// Waveform input, `[C, T]`.
     mix: Vec<f32>,
+    /// Reference input, `[C, T]` (refiners).
+    reference: Vec<f32>,
     /// Spectrogram input, `[2C, F, N]`.
     spec: Vec<f32>,
     /// Output of [`SeparatorGraph::forward`], `[S, C, T]`.
@@ -59,6 +62,7 @@ impl SeparatorGraph {
             path: path.clone(),
             source,
         })?;
+        desc.check_sha256(&bytes)?;
         let name = desc.file.display().to_string();
         let built = crate::runtime::session_with(&name, &bytes, opts)?;
         let (inputs, outputs) = GraphPort::of_session(&built.session);
@@ -78,6 +82,7 @@ impl SeparatorGraph {
                 _ => None,
             },
             mix: Vec::new(),
+            reference: Vec::new(),
             spec: Vec::new(),
             sources_out: Vec::new(),
             branch: Vec::new(),
@@ -104,6 +109,11 @@ impl SeparatorGraph {
         self.window
     }
 
+    /// Whether the graph takes a reference input (a refiner).
+    pub fn takes_reference(&self) -> bool {
+        self.ports.reference.is_some()
+    }
+
     /// An inference error for this graph.
     fn error(&self, message: impl ToString) -> ModelError {
         ModelError::Inference {
@@ -116,6 +126,17 @@ impl SeparatorGraph {
     /// graph's window; zero-padded to it): every source, `[S, C, len]`, each the sum of the
     /// waveform branch and the inverse spectrogram of the spectral branch (hybrid).
     pub fn forward(&mut self, mix: &[f32], len: usize) -> Result<&[f32], ModelError> {
+        self.forward_with(mix, None, len)
+    }
+
+    /// [`Self::forward`] with the reference input of a refiner (`[C, len]` like `mix`); a
+    /// graph that takes a reference needs one, and one that does not ignores it.
+    pub fn forward_with(
+        &mut self,
+        mix: &[f32],
+        reference: Option<&[f32]>,
+        len: usize,
+    ) -> Result<&[f32], ModelError> {
         let c = self.channels;
         if mix.len() != c * len {
             return Err(self.error(format!(
@@ -123,6 +144,17 @@ impl SeparatorGraph {
                 mix.len()
             )));
         }
+        let reference = match (&self.ports.reference, reference) {
+            (None, _) => None,
+            (Some(_), Some(r)) if r.len() == c * len => Some(r),
+            (Some(name), r) => {
+                return Err(self.error(format!(
+                    "input `{name}` (the reference) needs {} samples, {} given",
+                    c * len,
+                    r.map_or(0, <[f32]>::len)
+                )))
+            }
+        };
         let t = if self.window == 0 { len } else { self.window };
         if len > t {
             return Err(self.error(format!(
@@ -138,6 +170,13 @@ impl SeparatorGraph {
             graph: self.name.clone(),
             message: e.to_string(),
         };
+        if let Some(r) = reference {
+            self.reference.clear();
+            self.reference.resize(c * t, 0.0);
+            for ch in 0..c {
+                self.reference[ch * t..ch * t + len].copy_from_slice(&r[ch * len..(ch + 1) * len]);
+            }
+        }
         let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(2);
         let mix_shape = vec![1i64, c as i64, t as i64];
         feed.push((
@@ -146,6 +185,15 @@ impl SeparatorGraph {
                 .map_err(err)?
                 .into(),
         ));
+        if let (Some(name), Some(_)) = (self.ports.reference.as_ref(), reference) {
+            let shape = vec![1i64, c as i64, t as i64];
+            feed.push((
+                Cow::Borrowed(name.as_str()),
+                TensorRef::from_array_view((shape, &self.reference[..]))
+                    .map_err(err)?
+                    .into(),
+            ));
+        }
         let mut spec_dims = (0, 0);
         if let (Some(stft), Some(name)) = (self.stft.as_mut(), self.ports.spec.as_ref()) {
             self.spec.clear();
@@ -232,13 +280,23 @@ impl SeparatorGraph {
 
     /// The speech source of [`SeparatorGraph::forward`], `[C, len]`.
     pub fn speech(&mut self, mix: &[f32], len: usize) -> Result<&[f32], ModelError> {
+        self.speech_with(mix, None, len)
+    }
+
+    /// [`Self::speech`] with a refiner's reference input (see [`Self::forward_with`]).
+    pub fn speech_with(
+        &mut self,
+        mix: &[f32],
+        reference: Option<&[f32]>,
+        len: usize,
+    ) -> Result<&[f32], ModelError> {
         let c = self.channels;
         let speech = if self.ports.wave_out_has_sources {
             self.speech
         } else {
             0
         };
-        let all = self.forward(mix, len)?;
+        let all = self.forward_with(mix, reference, len)?;
         Ok(&all[speech * c * len..(speech + 1) * c * len])
     }
 }
@@ -250,6 +308,8 @@ pub struct MonoRunner {
     pub graph: SeparatorGraph,
     /// Planar input scratch (`C * W`).
     input: Vec<f32>,
+    /// Planar reference scratch (`C * W`).
+    reference: Vec<f32>,
 }
 
 impl MonoRunner {
@@ -258,23 +318,52 @@ impl MonoRunner {
         Self {
             graph,
             input: Vec::new(),
+            reference: Vec::new(),
         }
     }
 }
 
-impl WindowModel for MonoRunner {
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), ModelError> {
+impl MonoRunner {
+    /// Runs the graph on `input` (and `reference`, duplicated alike) into `output`.
+    fn run_mono(
+        &mut self,
+        input: &[f32],
+        reference: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> Result<(), ModelError> {
         let c = self.graph.channels();
         let len = input.len();
         self.input.clear();
         for _ in 0..c {
             self.input.extend_from_slice(input);
         }
-        let speech = self.graph.speech(&self.input, len)?;
+        if let Some(r) = reference {
+            self.reference.clear();
+            for _ in 0..c {
+                self.reference.extend_from_slice(r);
+            }
+        }
+        let reference = reference.map(|_| &self.reference[..]);
+        let speech = self.graph.speech_with(&self.input, reference, len)?;
         let scale = 1.0 / c as f32;
         for (i, o) in output.iter_mut().enumerate() {
             *o = (0..c).map(|ch| speech[ch * len + i]).sum::<f32>() * scale;
         }
         Ok(())
+    }
+}
+
+impl WindowModel for MonoRunner {
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), ModelError> {
+        self.run_mono(input, None, output)
+    }
+
+    fn run_with_reference(
+        &mut self,
+        input: &[f32],
+        reference: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), ModelError> {
+        self.run_mono(input, Some(reference), output)
     }
 }

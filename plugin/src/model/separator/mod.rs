@@ -16,6 +16,11 @@
 //! in real time the masks are ready before they are asked for whenever the machine keeps up.
 //! Because the spec depends on that measurement, read it from [`MaskModel::spec`] after
 //! loading.
+//!
+//! A description with `mask = "ratio"` gives complex ratio masks `V / X` instead
+//! ([`spectral::MaskFrames`]). A refiner (`architecture = "dfn3-refiner"`) also takes
+//! DeepFilterNet3's estimate of every hop, aligned with it, through
+//! [`Separator::push_hop_with_reference`]; [`crate::model::refine::Refined`] runs it.
 
 pub mod desc;
 pub mod graph;
@@ -24,7 +29,7 @@ pub mod window;
 
 use crate::model::{MaskModel, ModelError, ModelSpec};
 use crate::runtime::{Provider, SessionOptions};
-use desc::ModelDescription;
+use desc::{MaskMode, ModelDescription};
 use graph::{MonoRunner, SeparatorGraph};
 use num_complex::Complex32;
 use spectral::MaskFrames;
@@ -194,6 +199,8 @@ enum Job {
         stream: usize,
         /// Its samples.
         samples: Vec<f32>,
+        /// The reference of the same samples (refiners only).
+        reference: Option<Vec<f32>>,
     },
     /// Start every stream again (after [`MaskModel::reset`]).
     Reset,
@@ -245,6 +252,18 @@ pub struct Separator {
     stop: Arc<AtomicBool>,
     /// The description it was loaded from (none for [`Separator::with_model`]).
     description: Option<ModelDescription>,
+    /// Whether every hop needs its reference ([`Separator::push_hop_with_reference`]).
+    needs_reference: bool,
+}
+
+/// How a [`Separator`] around a [`WindowModel`] makes its masks and what it is fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowOptions {
+    /// Wiener or ratio masks.
+    pub mask: MaskMode,
+    /// Every hop comes with a reference signal aligned with it (a refiner's DeepFilterNet3
+    /// estimate), passed to [`WindowModel::run_with_reference`].
+    pub reference: bool,
 }
 
 impl Separator {
@@ -264,12 +283,23 @@ impl Separator {
         let provider = graph.provider();
         let mut notice = graph.fallback().map(str::to_string);
         let mut runner = MonoRunner::new(graph);
+        let options = WindowOptions {
+            mask: desc.mask,
+            reference: desc.is_refiner(),
+        };
         // Warm-up run (first-run allocations and kernel selection), then a timed one.
         let zeros = vec![0.0f32; sched.window];
         let mut out = vec![0.0f32; sched.window];
-        runner.run(&zeros, &mut out)?;
+        let mut once = |runner: &mut MonoRunner| {
+            if options.reference {
+                runner.run_with_reference(&zeros, &zeros, &mut out)
+            } else {
+                runner.run(&zeros, &mut out)
+            }
+        };
+        once(&mut runner)?;
         let start = Instant::now();
-        runner.run(&zeros, &mut out)?;
+        once(&mut runner)?;
         let window_seconds = start.elapsed().as_secs_f64();
         let hop_seconds = desc.hop() as f64 / desc.sample_rate as f64;
         let streams = streams.max(1);
@@ -291,13 +321,14 @@ impl Separator {
                 None => slow,
             });
         }
-        let mut sep = Self::with_model(
+        let mut sep = Self::with_window_model(
             &desc.name,
             desc.sample_rate,
             streams,
             sched,
             margin_frames,
             Box::new(runner),
+            options,
         )?;
         sep.timing.window_seconds = window_seconds;
         sep.provider = provider;
@@ -317,6 +348,27 @@ impl Separator {
         margin_frames: usize,
         model: Box<dyn WindowModel>,
     ) -> Result<Self, ModelError> {
+        Self::with_window_model(
+            name,
+            sample_rate,
+            streams,
+            schedule,
+            margin_frames,
+            model,
+            WindowOptions::default(),
+        )
+    }
+
+    /// [`Self::with_model`] with ratio masks and/or a reference signal (a refiner).
+    pub fn with_window_model(
+        name: &str,
+        sample_rate: u32,
+        streams: usize,
+        schedule: Schedule,
+        margin_frames: usize,
+        model: Box<dyn WindowModel>,
+        options: WindowOptions,
+    ) -> Result<Self, ModelError> {
         let grid = crate::engine::stft::Grid::for_rate(sample_rate);
         let settings = |message: String| ModelError::Settings {
             model: name.into(),
@@ -332,7 +384,7 @@ impl Separator {
             .name("voxsift-separator".into())
             .spawn({
                 let stop = stop.clone();
-                move || inference_thread(model, schedule, sample_rate, jobs_rx, txs, &stop)
+                move || inference_thread(model, schedule, sample_rate, options, jobs_rx, txs, &stop)
             })
             .map_err(|e| ModelError::Inference {
                 graph: name.into(),
@@ -362,7 +414,18 @@ impl Separator {
             thread: Some(thread),
             stop,
             description: None,
+            needs_reference: options.reference,
         })
+    }
+
+    /// Streams it serves.
+    pub fn streams(&self) -> usize {
+        self.pushed.len()
+    }
+
+    /// Whether every hop needs its reference (a refiner).
+    pub fn needs_reference(&self) -> bool {
+        self.needs_reference
     }
 
     /// The schedule in samples at the model rate.
@@ -394,13 +457,24 @@ fn inference_thread(
     mut model: Box<dyn WindowModel>,
     schedule: Schedule,
     sample_rate: u32,
+    options: WindowOptions,
     jobs: Receiver<Job>,
     results: Vec<Sender<Done>>,
     stop: &AtomicBool,
 ) {
     let streams = results.len();
-    let mut scheds: Vec<Scheduler> = (0..streams).map(|_| Scheduler::new(schedule)).collect();
-    let mut masks: Vec<MaskFrames> = (0..streams).map(|_| MaskFrames::new(sample_rate)).collect();
+    let mut scheds: Vec<Scheduler> = (0..streams)
+        .map(|_| {
+            if options.reference {
+                Scheduler::with_reference(schedule)
+            } else {
+                Scheduler::new(schedule)
+            }
+        })
+        .collect();
+    let mut masks: Vec<MaskFrames> = (0..streams)
+        .map(|_| MaskFrames::with_mode(sample_rate, options.mask))
+        .collect();
     let mut failed = vec![false; streams];
     let mut epoch = 0u64;
     while let Ok(job) = jobs.recv() {
@@ -414,7 +488,11 @@ fn inference_thread(
                 masks.iter_mut().for_each(MaskFrames::reset);
                 failed.fill(false);
             }
-            Job::Hop { stream, samples } => {
+            Job::Hop {
+                stream,
+                samples,
+                reference,
+            } => {
                 let (Some(tx), Some(sc), Some(mf)) = (
                     results.get(stream),
                     scheds.get_mut(stream),
@@ -425,7 +503,7 @@ fn inference_thread(
                 if failed[stream] {
                     continue;
                 }
-                let pushed = sc.push(&samples, model.as_mut(), |x, v| {
+                let mut emit = |x: &[f32], v: &[f32]| {
                     mf.push(x, v, |frame, m| {
                         // The receiver only goes away when the separator is dropped.
                         let _ = tx.send(Done::Mask {
@@ -434,7 +512,13 @@ fn inference_thread(
                             mask: m.to_vec(),
                         });
                     });
-                });
+                };
+                let pushed = match &reference {
+                    Some(r) => {
+                        sc.push_with_reference(&samples, r, model.as_mut(), |x, _, v| emit(x, v))
+                    }
+                    None => sc.push(&samples, model.as_mut(), emit),
+                };
                 if let Err(error) = pushed {
                     failed[stream] = true;
                     let _ = tx.send(Done::Failed { epoch, error });
@@ -472,6 +556,51 @@ impl MaskModel for Separator {
         hop: &[f32],
         mask: &mut [Complex32],
     ) -> Result<Option<u64>, ModelError> {
+        if self.needs_reference {
+            return Err(ModelError::Mismatch {
+                graph: self.spec.name.into(),
+                message: "a dfn3-refiner needs DeepFilterNet3's estimate with every hop: run \
+                          it as a refiner (model::refine::Refined)"
+                    .into(),
+            });
+        }
+        self.push(stream, hop, None, mask)
+    }
+}
+
+impl Separator {
+    /// [`MaskModel::push_hop`] for a refiner: `reference` is DeepFilterNet3's estimate of the
+    /// same samples as `hop` (same length). A separator that takes no reference ignores it.
+    pub fn push_hop_with_reference(
+        &mut self,
+        stream: usize,
+        hop: &[f32],
+        reference: &[f32],
+        mask: &mut [Complex32],
+    ) -> Result<Option<u64>, ModelError> {
+        if reference.len() != hop.len() {
+            return Err(ModelError::Mismatch {
+                graph: self.spec.name.into(),
+                message: format!(
+                    "push_hop_with_reference: {} samples with {} of reference",
+                    hop.len(),
+                    reference.len()
+                ),
+            });
+        }
+        let reference = self.needs_reference.then_some(reference);
+        self.push(stream, hop, reference, mask)
+    }
+
+    /// Hands a hop (and its reference) to the inference thread and returns the mask that is
+    /// due, if any.
+    fn push(
+        &mut self,
+        stream: usize,
+        hop: &[f32],
+        reference: Option<&[f32]>,
+        mask: &mut [Complex32],
+    ) -> Result<Option<u64>, ModelError> {
         let spec = self.spec;
         if stream >= self.pushed.len() || hop.len() != spec.hop || mask.len() != spec.bins {
             return Err(ModelError::Mismatch {
@@ -491,6 +620,7 @@ impl MaskModel for Separator {
             jobs.send(Job::Hop {
                 stream,
                 samples: hop.to_vec(),
+                reference: reference.map(<[f32]>::to_vec),
             })
             .is_ok()
         });

@@ -9,6 +9,7 @@
 //!   own grid at the model rate (see [`crate::engine::stft`]), so that mask frame `g` covers
 //!   the same samples as the engine's frame `g`: `[(g - 1) hop, (g + 1) hop)`.
 
+use super::desc::MaskMode;
 use crate::engine::stft::{Grid, Stft};
 use num_complex::Complex32;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
@@ -201,8 +202,21 @@ impl HybridStft {
 /// Added to the mask's denominator, on the scale of the un-normalised FFT.
 pub const MASK_EPS: f32 = 1e-12;
 
+/// The largest magnitude of a ratio mask's gain (as DeepFilterNet3's own gains).
+pub const MAX_RATIO: f32 = 2.0;
+
+/// A bin of the mix whose power is at most this fraction of the frame's mean bin power is
+/// negligible for a ratio mask, which is 0 there: an f32 FFT's rounding error is about 1e-7
+/// of the frame's level per bin (1e-14 in power), so such bins hold little but rounding noise,
+/// and what the estimate has there (at most [`MAX_RATIO`] times as much) is as small.
+pub const RATIO_NEGLIGIBLE: f32 = 1e-12;
+
 /// Turns a stream's mix `X` and speech estimate `V` into mask frames on the engine's grid at
-/// the model rate: `M = |V|^2 / (|V|^2 + |X - V|^2 + eps)` per bin, a real gain in `[0, 1]`.
+/// the model rate. [`MaskMode::Wiener`]: `M = |V|^2 / (|V|^2 + |X - V|^2 + eps)` per bin, a
+/// real gain in `[0, 1]`. [`MaskMode::Ratio`]: the complex gain `G = V / X`, its magnitude
+/// clamped to [`MAX_RATIO`] keeping the phase, and 0 where `|X|^2` is negligible
+/// ([`RATIO_NEGLIGIBLE`]): applied to `X` by the engine and overlap-added, it reproduces the
+/// estimate's waveform wherever the clamp does not act.
 ///
 /// Memory: allocated in [`MaskFrames::new`]; `push` does not allocate.
 pub struct MaskFrames {
@@ -226,11 +240,18 @@ pub struct MaskFrames {
     mask: Vec<Complex32>,
     /// Frames emitted since reset.
     frames: u64,
+    /// How masks are made from the spectra.
+    mode: MaskMode,
 }
 
 impl MaskFrames {
-    /// Mask frames at `sample_rate` (hop 10 ms, window 2 hops, the engine's window).
+    /// Wiener mask frames at `sample_rate` (hop 10 ms, window 2 hops, the engine's window).
     pub fn new(sample_rate: u32) -> Self {
+        Self::with_mode(sample_rate, MaskMode::Wiener)
+    }
+
+    /// Mask frames of `mode` at `sample_rate`.
+    pub fn with_mode(sample_rate: u32, mode: MaskMode) -> Self {
         let grid = Grid::for_rate(sample_rate);
         Self {
             stft: Stft::new(grid),
@@ -243,7 +264,13 @@ impl MaskFrames {
             frame: vec![0.0; grid.win],
             mask: vec![Complex32::default(); grid.bins],
             frames: 0,
+            mode,
         }
+    }
+
+    /// How it makes masks.
+    pub fn mode(&self) -> MaskMode {
+        self.mode
     }
 
     /// The grid.
@@ -275,10 +302,15 @@ impl MaskFrames {
             self.stft.analyze(&self.frame, &mut self.xs);
             self.frame.copy_from_slice(&self.est);
             self.stft.analyze(&self.frame, &mut self.vs);
-            for ((m, x), v) in self.mask.iter_mut().zip(&self.xs).zip(&self.vs) {
-                let pv = v.norm_sqr();
-                let pa = (x - v).norm_sqr();
-                *m = Complex32::new(pv / (pv + pa + MASK_EPS), 0.0);
+            match self.mode {
+                MaskMode::Wiener => {
+                    for ((m, x), v) in self.mask.iter_mut().zip(&self.xs).zip(&self.vs) {
+                        let pv = v.norm_sqr();
+                        let pa = (x - v).norm_sqr();
+                        *m = Complex32::new(pv / (pv + pa + MASK_EPS), 0.0);
+                    }
+                }
+                MaskMode::Ratio => ratio_masks(&self.xs, &self.vs, &mut self.mask),
             }
             emit(self.frames, &self.mask);
             self.frames += 1;
@@ -286,6 +318,29 @@ impl MaskFrames {
             self.est.copy_within(hop.., 0);
             self.fill = 0;
         }
+    }
+}
+
+/// `mask = V / X` per bin, clamped to [`MAX_RATIO`] in magnitude (phase kept), 0 where `|X|^2`
+/// is negligible ([`RATIO_NEGLIGIBLE`] of the frame's mean bin power, or not a normal f32).
+pub fn ratio_masks(xs: &[Complex32], vs: &[Complex32], mask: &mut [Complex32]) {
+    let mean = xs.iter().map(|x| x.norm_sqr()).sum::<f32>() / xs.len().max(1) as f32;
+    let negligible = (RATIO_NEGLIGIBLE * mean).max(f32::MIN_POSITIVE);
+    for ((m, x), v) in mask.iter_mut().zip(xs).zip(vs) {
+        let px = x.norm_sqr();
+        *m = if px > negligible && px.is_finite() {
+            let g = v * x.conj() / px;
+            let mag = g.norm();
+            if !mag.is_finite() {
+                Complex32::default()
+            } else if mag > MAX_RATIO {
+                g * (MAX_RATIO / mag)
+            } else {
+                g
+            }
+        } else {
+            Complex32::default()
+        };
     }
 }
 
@@ -402,6 +457,91 @@ mod tests {
             assert!(m.iter().all(|g| (0.0..=1.0).contains(&g.re)));
             assert!(m.iter().all(|g| (g.re - 0.5).abs() < 1e-3));
         });
+    }
+
+    #[test]
+    fn ratio_masks_applied_to_the_mix_by_the_engine_synthesis_give_the_estimate() {
+        // The estimate: the mix through a short filter (|H| between 0.4 and 1.0, with a
+        // phase), so that V / X is close to H per bin, with a phase, and stays below 2: the
+        // smooth window leaks little of the filter's edge into any bin.
+        let sr = 48_000;
+        let grid = Grid::for_rate(sr);
+        let (h, n) = (grid.hop, 200 * grid.hop);
+        let x = signal(n, 11);
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let past = |d: usize| i.checked_sub(d).map_or(0.0, |j| x[j]);
+                0.8 * x[i] + 0.3 * past(1) - 0.1 * past(2)
+            })
+            .collect();
+        let mut mf = MaskFrames::with_mode(sr, MaskMode::Ratio);
+        assert_eq!(mf.mode(), MaskMode::Ratio);
+        let mut masks = Vec::new();
+        for (a, b) in x.chunks(333).zip(v.chunks(333)) {
+            mf.push(a, b, |g, m| {
+                assert_eq!(g as usize, masks.len());
+                masks.push(m.to_vec());
+            });
+        }
+        assert_eq!(masks.len(), n / h);
+        let largest = masks.iter().flatten().fold(0.0f32, |m, g| m.max(g.norm()));
+        assert!(largest < MAX_RATIO, "the clamp acted: {largest}");
+        // The engine: frame g covers [(g - 1) h, (g + 1) h), X[g] * G[g] overlap-added.
+        let mut stft = Stft::new(grid);
+        let mut ola = vec![0.0f32; n + 2 * h];
+        let mut frame = vec![0.0f32; grid.win];
+        let mut spec = vec![Complex32::default(); grid.bins];
+        for (g, m) in masks.iter().enumerate() {
+            for (k, f) in frame.iter_mut().enumerate() {
+                let t = (g * h + k) as isize - h as isize;
+                *f = if t >= 0 { x[t as usize] } else { 0.0 };
+            }
+            stft.analyze(&frame, &mut spec);
+            for (s, g) in spec.iter_mut().zip(m) {
+                *s *= g;
+            }
+            stft.synthesize_add(&mut spec, &mut ola[g * h..g * h + grid.win]);
+        }
+        // Output sample t is ola[t + h]; the last hop waits for a frame not pushed.
+        let peak = v.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        let mut err = 0.0f32;
+        for t in 0..n - h {
+            err = err.max((ola[t + h] - v[t]).abs());
+        }
+        assert!(err < 1e-5 * peak, "max error {err} (peak {peak})");
+        // Silence in the mix: no gain at all, whatever the estimate.
+        mf.reset();
+        let zero = vec![0.0; 4 * h];
+        mf.push(&zero, &x[..4 * h], |_, m| {
+            assert!(m.iter().all(|g| *g == Complex32::default()));
+        });
+    }
+
+    #[test]
+    fn ratio_masks_clamp_the_magnitude_keep_the_phase_and_skip_negligible_bins() {
+        let xs = [
+            Complex32::new(1.0, 0.0),
+            Complex32::new(0.0, 2.0),
+            Complex32::new(1.0, 1.0),
+            Complex32::new(1e-9, 0.0),
+        ];
+        let vs = [
+            Complex32::new(0.5, 0.0),
+            Complex32::new(-20.0, 0.0),
+            Complex32::new(f32::NAN, 0.0),
+            Complex32::new(1e-9, 0.0),
+        ];
+        let mut m = [Complex32::default(); 4];
+        ratio_masks(&xs, &vs, &mut m);
+        assert!((m[0] - Complex32::new(0.5, 0.0)).norm() < 1e-7);
+        // -20 / 2i = 10i: clamped to 2i, the phase kept.
+        assert!(
+            (m[1] - Complex32::new(0.0, MAX_RATIO)).norm() < 1e-6,
+            "{:?}",
+            m[1]
+        );
+        assert_eq!(m[2], Complex32::default(), "not finite");
+        assert_eq!(m[3], Complex32::default(), "negligible");
     }
 
     #[test]

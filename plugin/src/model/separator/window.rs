@@ -16,7 +16,13 @@
 //! most `S + X + L` samples (see [`Schedule::latency`]). The first run has no fade-in (there is
 //! nothing to fade from).
 //!
-//! Memory: every buffer is allocated in [`Scheduler::new`]; `push` does not allocate.
+//! A scheduler made by [`Scheduler::with_reference`] also carries a second signal aligned
+//! sample for sample with the input (a refiner's reference: DeepFilterNet3's estimate of the
+//! same samples): its windows start and end where the input's do, with the same zeros before
+//! the stream, and the model gets both ([`WindowModel::run_with_reference`]).
+//!
+//! Memory: every buffer is allocated in [`Scheduler::new`] / [`Scheduler::with_reference`];
+//! `push` does not allocate.
 
 use crate::model::ModelError;
 use std::f64::consts::FRAC_PI_2;
@@ -25,6 +31,18 @@ use std::f64::consts::FRAC_PI_2;
 pub trait WindowModel: Send {
     /// Runs on `input` and writes the estimate into `output` (`input.len()` samples).
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), ModelError>;
+
+    /// Runs on `input` and a second signal `reference` aligned with it sample for sample
+    /// (same length) and writes the estimate into `output`. The default ignores `reference`.
+    fn run_with_reference(
+        &mut self,
+        input: &[f32],
+        reference: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let _ = reference;
+        self.run(input, output)
+    }
 }
 
 impl<F> WindowModel for F
@@ -108,6 +126,8 @@ pub struct Scheduler {
     schedule: Schedule,
     /// Input of the next run so far: samples `[kS - context, ...)`, at most `W`.
     input: Vec<f32>,
+    /// The reference of the same samples as `input` (only with [`Scheduler::with_reference`]).
+    reference: Option<Vec<f32>>,
     /// The model's output of the last run (`W`).
     output: Vec<f32>,
     /// Final output being assembled (`S`).
@@ -124,9 +144,21 @@ impl Scheduler {
     /// A scheduler for a valid `schedule` (see [`Schedule::validate`]); allocates its
     /// buffers.
     pub fn new(schedule: Schedule) -> Self {
+        Self::build(schedule, false)
+    }
+
+    /// A scheduler that also carries a reference signal aligned with the input (fed with
+    /// [`Scheduler::push_with_reference`]); allocates its buffers.
+    pub fn with_reference(schedule: Schedule) -> Self {
+        Self::build(schedule, true)
+    }
+
+    /// [`Self::new`] with or without a reference buffer.
+    fn build(schedule: Schedule, reference: bool) -> Self {
         let mut s = Self {
             schedule,
             input: Vec::with_capacity(schedule.window),
+            reference: reference.then(|| Vec::with_capacity(schedule.window)),
             output: vec![0.0; schedule.window],
             chunk: vec![0.0; schedule.step],
             tail: vec![0.0; schedule.crossfade],
@@ -149,10 +181,19 @@ impl Scheduler {
         self.runs
     }
 
-    /// Starts a new stream: zeros before its first sample.
+    /// Whether it carries a reference signal ([`Scheduler::with_reference`]).
+    pub fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// Starts a new stream: zeros before its first sample (of the reference too).
     pub fn reset(&mut self) {
         self.input.clear();
         self.input.resize(self.schedule.context(), 0.0);
+        if let Some(r) = self.reference.as_mut() {
+            r.clear();
+            r.resize(self.schedule.context(), 0.0);
+        }
         self.tail.fill(0.0);
         self.runs = 0;
     }
@@ -162,19 +203,74 @@ impl Scheduler {
     /// sample of the stream).
     pub fn push(
         &mut self,
-        mut samples: &[f32],
+        samples: &[f32],
         model: &mut dyn WindowModel,
         mut emit: impl FnMut(&[f32], &[f32]),
+    ) -> Result<(), ModelError> {
+        if self.reference.is_some() {
+            return Err(ModelError::Mismatch {
+                graph: "scheduler".into(),
+                message: "this stream carries a reference: push it with push_with_reference".into(),
+            });
+        }
+        self.push_inner(samples, None, model, |x, _, y| emit(x, y))
+    }
+
+    /// [`Self::push`] for a scheduler made by [`Self::with_reference`]: `reference` holds the
+    /// reference of the same samples as `samples` (same length). The model gets the windows of
+    /// both ([`WindowModel::run_with_reference`]), and `emit(input, reference, output)` each
+    /// final chunk with the input and reference it belongs to.
+    pub fn push_with_reference(
+        &mut self,
+        samples: &[f32],
+        reference: &[f32],
+        model: &mut dyn WindowModel,
+        emit: impl FnMut(&[f32], &[f32], &[f32]),
+    ) -> Result<(), ModelError> {
+        if self.reference.is_none() || reference.len() != samples.len() {
+            return Err(ModelError::Mismatch {
+                graph: "scheduler".into(),
+                message: format!(
+                    "push_with_reference: {} samples with {} of reference on a scheduler {} a \
+                     reference",
+                    samples.len(),
+                    reference.len(),
+                    if self.reference.is_some() {
+                        "with"
+                    } else {
+                        "without"
+                    }
+                ),
+            });
+        }
+        self.push_inner(samples, Some(reference), model, emit)
+    }
+
+    /// The body of [`Self::push`] and [`Self::push_with_reference`] (`reference` is `Some`
+    /// exactly when `self.reference` is, with the length of `samples`).
+    fn push_inner(
+        &mut self,
+        mut samples: &[f32],
+        mut reference: Option<&[f32]>,
+        model: &mut dyn WindowModel,
+        mut emit: impl FnMut(&[f32], &[f32], &[f32]),
     ) -> Result<(), ModelError> {
         let sch = self.schedule;
         while !samples.is_empty() {
             let take = (sch.window - self.input.len()).min(samples.len());
             self.input.extend_from_slice(&samples[..take]);
             samples = &samples[take..];
+            if let (Some(buf), Some(r)) = (self.reference.as_mut(), reference) {
+                buf.extend_from_slice(&r[..take]);
+                reference = Some(&r[take..]);
+            }
             if self.input.len() < sch.window {
                 break;
             }
-            model.run(&self.input, &mut self.output)?;
+            match self.reference.as_deref() {
+                Some(r) => model.run_with_reference(&self.input, r, &mut self.output)?,
+                None => model.run(&self.input, &mut self.output)?,
+            }
             let used = &self.output[sch.context()..];
             let first = self.runs == 0;
             for (i, (c, &y)) in self.chunk.iter_mut().zip(used).enumerate() {
@@ -189,8 +285,19 @@ impl Scheduler {
                 *t = y * (1.0 - w);
             }
             let start = sch.context();
-            emit(&self.input[start..start + sch.step], &self.chunk);
+            let used_reference = self
+                .reference
+                .as_deref()
+                .map_or(&[][..], |r| &r[start..start + sch.step]);
+            emit(
+                &self.input[start..start + sch.step],
+                used_reference,
+                &self.chunk,
+            );
             self.input.drain(..sch.step);
+            if let Some(r) = self.reference.as_mut() {
+                r.drain(..sch.step);
+            }
             self.runs += 1;
         }
         Ok(())
@@ -335,6 +442,88 @@ mod tests {
             // No sample waits longer than the latency.
             assert!(n - emitted <= s.latency());
         }
+    }
+
+    /// Records the first sample of every window of input and reference, and outputs the
+    /// reference (an identity on it).
+    struct SeesReference {
+        starts: Vec<(f32, f32)>,
+    }
+
+    impl WindowModel for SeesReference {
+        fn run(&mut self, _: &[f32], _: &mut [f32]) -> Result<(), ModelError> {
+            panic!("a scheduler with a reference must call run_with_reference");
+        }
+
+        fn run_with_reference(
+            &mut self,
+            input: &[f32],
+            reference: &[f32],
+            output: &mut [f32],
+        ) -> Result<(), ModelError> {
+            assert_eq!(input.len(), reference.len());
+            // Every window holds the reference of its own samples: reference = -input.
+            for (i, (x, r)) in input.iter().zip(reference).enumerate() {
+                assert_eq!(*r, -*x, "window {} offset {i}", self.starts.len());
+            }
+            self.starts.push((input[0], reference[0]));
+            output.copy_from_slice(reference);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn windows_see_the_reference_aligned_with_the_input() {
+        let s = sched(40, 10, 5, 4);
+        let x: Vec<f32> = (1..=300).map(|v| v as f32).collect();
+        let r: Vec<f32> = x.iter().map(|v| -v).collect();
+        let mut model = SeesReference { starts: Vec::new() };
+        let mut sc = Scheduler::with_reference(s);
+        assert!(sc.has_reference());
+        let mut out = Vec::new();
+        // Uneven chunks, so windows fill across pushes.
+        let mut at = 0;
+        for (k, n) in [1usize, 7, 13, 50, 3, 99, 127].iter().cycle().enumerate() {
+            if at >= x.len() {
+                break;
+            }
+            let end = (at + n + k % 2).min(x.len());
+            sc.push_with_reference(&x[at..end], &r[at..end], &mut model, |i, rf, y| {
+                assert_eq!((i.len(), rf.len(), y.len()), (10, 10, 10));
+                for (a, b) in i.iter().zip(rf) {
+                    assert_eq!(*b, -*a);
+                }
+                out.extend_from_slice(y);
+            })
+            .expect("runs");
+            at = end;
+        }
+        // Run k's window starts at 10k - 21 in both signals (zeros before the stream).
+        for (k, &(a, b)) in model.starts.iter().enumerate() {
+            let abs = 10 * k as i64 - 21;
+            let want = if abs < 0 { 0.0 } else { (abs + 1) as f32 };
+            assert_eq!((a, b), (want, -want), "run {k}");
+        }
+        // An identity on the reference is reproduced through the crossfades.
+        for (n, (y, want)) in out.iter().zip(&r).enumerate() {
+            assert!((y - want).abs() < 1e-3, "n={n}: {y} vs {want}");
+        }
+        assert!(out.len() >= 250);
+        // After a reset the reference starts with zeros again.
+        sc.reset();
+        model.starts.clear();
+        sc.push_with_reference(&x[..60], &r[..60], &mut model, |_, _, _| {})
+            .expect("runs");
+        assert_eq!(model.starts.first(), Some(&(0.0, -0.0)));
+        // Mismatched calls are errors, not panics.
+        assert!(sc
+            .push_with_reference(&x[..5], &r[..4], &mut model, |_, _, _| {})
+            .is_err());
+        assert!(sc.push(&x[..5], &mut model, |_, _| {}).is_err());
+        let mut plain = Scheduler::new(s);
+        assert!(plain
+            .push_with_reference(&x[..5], &r[..5], &mut model, |_, _, _| {})
+            .is_err());
     }
 
     #[test]
