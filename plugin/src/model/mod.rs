@@ -86,6 +86,33 @@ pub enum ModelError {
     },
 }
 
+/// Checks the arguments of a [`MaskModel::push_hop`] call on a model of `kind` ("separator",
+/// "refiner") with `streams` streams: the stream exists, the hop has `spec.hop` samples and the
+/// mask `spec.bins` bins.
+pub fn check_push_hop(
+    spec: &ModelSpec,
+    kind: &str,
+    streams: usize,
+    stream: usize,
+    hop: &[f32],
+    mask: &[Complex32],
+) -> Result<(), ModelError> {
+    if stream >= streams || hop.len() != spec.hop || mask.len() != spec.bins {
+        return Err(ModelError::Mismatch {
+            graph: spec.name.into(),
+            message: format!(
+                "push_hop(stream {stream}, {} samples, {} bins) on a {kind} for {streams} \
+                 streams, {} samples, {} bins",
+                hop.len(),
+                mask.len(),
+                spec.hop,
+                spec.bins
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A streaming mask model. One instance serves `streams` independent audio streams (one per
 /// channel, or one for a linked channel mix); it runs on the worker thread only.
 pub trait MaskModel: Send {

@@ -207,20 +207,7 @@ impl MaskModel for Refined {
         mask: &mut [Complex32],
     ) -> Result<Option<u64>, ModelError> {
         let spec = self.spec;
-        if stream >= self.streams.len() || hop.len() != spec.hop || mask.len() != spec.bins {
-            return Err(ModelError::Mismatch {
-                graph: spec.name.into(),
-                message: format!(
-                    "push_hop(stream {stream}, {} samples, {} bins) on a refiner for {} \
-                     streams, {} samples, {} bins",
-                    hop.len(),
-                    mask.len(),
-                    self.streams.len(),
-                    spec.hop,
-                    spec.bins
-                ),
-            });
-        }
+        crate::model::check_push_hop(&spec, "refiner", self.streams.len(), stream, hop, mask)?;
         let h = spec.hop;
         // The engine's analysis of this hop's frame, kept for the front's mask.
         let st = &mut self.streams[stream];

@@ -602,20 +602,7 @@ impl Separator {
         mask: &mut [Complex32],
     ) -> Result<Option<u64>, ModelError> {
         let spec = self.spec;
-        if stream >= self.pushed.len() || hop.len() != spec.hop || mask.len() != spec.bins {
-            return Err(ModelError::Mismatch {
-                graph: spec.name.into(),
-                message: format!(
-                    "push_hop(stream {stream}, {} samples, {} bins) on a separator for {} \
-                     streams, {} samples, {} bins",
-                    hop.len(),
-                    mask.len(),
-                    self.pushed.len(),
-                    spec.hop,
-                    spec.bins
-                ),
-            });
-        }
+        crate::model::check_push_hop(&spec, "separator", self.pushed.len(), stream, hop, mask)?;
         let sent = self.jobs.as_ref().is_some_and(|jobs| {
             jobs.send(Job::Hop {
                 stream,
