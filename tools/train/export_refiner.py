@@ -40,7 +40,7 @@ def main():
     ap.add_argument("--command", default="cargo xtask train-refiner")
     a = ap.parse_args()
     st = torch.load(a.checkpoint, weights_only=False)
-    model = R.Refiner()
+    model = R.Refiner(variant=st.get("variant", "mix"))
     model.load_state_dict(st["model"])
     model.eval()
     graph = R.Export(model).eval()
@@ -173,6 +173,7 @@ n_fft = {R.N_FFT}
 hop = {R.HOP}
 cutoff_hz = {R.CUTOFF_HZ}
 bins = {R.BINS}
+variant = "{model.variant}"
 parameters = {params}
 '''
     )

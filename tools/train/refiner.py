@@ -11,7 +11,19 @@ log-spectra of both and predicts two real gains per bin and frame:
     Y = a * D + b * X        a in [0, A_MAX], b in [0, 1]
 
 so it can take away music DFN3 left (a < 1) and give back speech DFN3 suppressed (b > 0). It
-starts as the identity on DFN3 (a = 1, b = 0): untrained, it reproduces DFN3. Above the cutoff
+starts as the identity on DFN3 (a = 1, b = 0): untrained, it reproduces DFN3.
+
+The `gate` variant drops the mix path and bounds the gain by GATE_MAX = 1.1:
+
+    Y = a * D                a in [0, 1.1]
+
+so it can hardly add to DFN3's estimate: whatever it learns, its music leak is never more than
+0.83 dB above DFN3's (the `mix` variant, trained on the packaged data, leaked music DFN3 had
+removed, on material unlike its training music; BENCHMARKS.md, "dfn3-refiner"). It starts as
+the identity, a = 1, where the sigmoid still has a slope: with a bound of exactly 1 the gains
+of a first try ran into it within 50 steps and stopped learning.
+
+Above the cutoff
 it leaves DFN3's estimate as it is, because the packaged training speech is band-limited (8 and
 16 kHz recordings). The output is `dfn3 + ISTFT(Y - D)` over the low bins, which is `dfn3`
 exactly wherever the net changes nothing.
@@ -33,6 +45,10 @@ HOP = 512
 CUTOFF_HZ = 8000.0
 BINS = int(CUTOFF_HZ * N_FFT / SAMPLE_RATE) + 1  # 342 bins, 0 .. 7992 Hz
 A_MAX = 1.25
+# The gate variant's largest gain, and its starting logit: a = GATE_MAX * sigmoid(z) = 1.
+GATE_MAX = 1.1
+GATE_BIAS = math.log(1.0 / (GATE_MAX - 1.0))
+VARIANTS = ("mix", "gate")
 # Samples padded on each side so that every output sample is covered by N_FFT / HOP frames.
 PAD = N_FFT - HOP
 
@@ -69,17 +85,23 @@ class Block(nn.Module):
 
 
 class Refiner(nn.Module):
-    def __init__(self, ch=192, dilations=(1, 2, 4, 8, 16, 1)):
+    def __init__(self, ch=192, dilations=(1, 2, 4, 8, 16, 1), variant="mix"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant = variant
         a, s = dft_basis()
         self.register_buffer("analysis", a, persistent=False)
         self.register_buffer("syn_scale", s, persistent=False)
         self.register_buffer("win", window().float(), persistent=False)
         self.inp = nn.Conv1d(3 * BINS, ch, 3, padding=1)
         self.blocks = nn.ModuleList([Block(ch, d) for d in dilations])
-        self.out = nn.Conv1d(ch, 2 * BINS, 1)
+        self.out = nn.Conv1d(ch, (2 if variant == "mix" else 1) * BINS, 1)
         nn.init.zeros_(self.out.weight)
         with torch.no_grad():
+            if variant == "gate":
+                self.out.bias[:] = GATE_BIAS
+                return
             # a = A_MAX * sigmoid(z) = 1 and b = sigmoid(z) ~ 0.0025 at the start.
             self.out.bias[:BINS] = math.log(1.0 / (A_MAX - 1.0))
             self.out.bias[BINS:] = -6.0
@@ -127,6 +149,8 @@ class Refiner(nn.Module):
         for blk in self.blocks:
             h = blk(h)
         z = self.out(F.gelu(h))
+        if self.variant == "gate":
+            return GATE_MAX * torch.sigmoid(z), None
         a = A_MAX * torch.sigmoid(z[:, :BINS])
         b = torch.sigmoid(z[:, BINS:])
         return a, b
@@ -138,7 +162,10 @@ class Refiner(nn.Module):
         zr, zi = self.spec(torch.cat([mix, dfn3], 0), export)
         xr, xi, dr, di = zr[:nb], zi[:nb], zr[nb:], zi[nb:]
         a, b = self.gains(xr, xi, dr, di)
-        yr, yi = a * dr + b * xr, a * di + b * xi
+        if b is None:
+            yr, yi = a * dr, a * di
+        else:
+            yr, yi = a * dr + b * xr, a * di + b * xi
         y = dfn3 + self.ispec(yr - dr, yi - di, t, export)
         if with_spec:
             return y, (yr, yi)

@@ -146,6 +146,13 @@ def main():
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", choices=R.VARIANTS, default="mix")
+    ap.add_argument(
+        "--tau",
+        type=float,
+        default=1e-4,
+        help="loss threshold, relative to the mix energy (1e-4: SDR and leak count to 40 dB)",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -155,13 +162,15 @@ def main():
     print(f"train {len(train)} examples, valid {len(valid)}", flush=True)
     seg = int(a.seconds * R.SAMPLE_RATE)
 
-    model = R.Refiner()
+    model = R.Refiner(variant=a.variant)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     ck = a.run / "checkpoint.pt"
     log, epoch, best, elapsed = [], 0, -1e9, 0.0
     rng = np.random.default_rng(a.seed)
     if ck.exists():
         st = torch.load(ck, weights_only=False)
+        if st.get("variant", "mix") != a.variant:
+            raise SystemExit(f"{ck} holds a {st.get('variant', 'mix')!r} model, not {a.variant!r}")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         log, epoch, best, elapsed = st["log"], st["epoch"], st["best"], st["elapsed"]
@@ -180,7 +189,7 @@ def main():
         for _ in range(a.steps_per_epoch):
             mix, speech, dfn3, bws = batch(rng, train, a.batch, seg)
             _, est_spec = model(mix, dfn3, with_spec=True)
-            loss = loss_fn(model, est_spec, speech, mix, bws)
+            loss = loss_fn(model, est_spec, speech, mix, bws, tau=a.tau)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -204,10 +213,14 @@ def main():
         print(row, flush=True)
         if v["model"] > best:
             best = v["model"]
-            torch.save({"model": model.state_dict(), "epoch": epoch, "valid": row}, a.run / "best.pt")
+            torch.save(
+                {"model": model.state_dict(), "epoch": epoch, "valid": row, "variant": a.variant},
+                a.run / "best.pt",
+            )
         torch.save(
             {
                 "model": model.state_dict(),
+                "variant": a.variant,
                 "opt": opt.state_dict(),
                 "log": log,
                 "epoch": epoch,

@@ -135,6 +135,25 @@ pub const PACKAGES: &[Package] = &[
         How::Files,
         "Drascula-License (BSD-like, DFSG-free)",
     ),
+    // More training music (2026-12-07): drascula alone is one game's soundtrack; a refiner
+    // trained on it alone learnt that music and leaked what did not sound like it.
+    pkg(
+        "wesnoth-1.16-music",
+        "1:1.16.9-1",
+        "music",
+        "train",
+        How::Files,
+        "GPL-2+",
+    ),
+    pkg(
+        "planetblupi-music-ogg",
+        "1.14.2-3",
+        "music",
+        "train",
+        How::Files,
+        "GPL-3+",
+    ),
+    pkg("asc-music", "1.3-6", "music", "train", How::Files, "GPL-2+"),
 ];
 
 /// Debian packages kept for held-out evaluation: never downloaded for training. A trailing

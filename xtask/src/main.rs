@@ -48,10 +48,12 @@ Commands:
         festival) and write tools/train/manifest.tsv; refuses the packages reserved for
         evaluation (docs/separator-training.md).
   train-refiner [--data DIR] [--run DIR] [--out DIR] [--minutes M] [--seed N]
+                [--variant mix|gate] [--threads N]
         Train the DFN3 refiner (docs/separator-training.md): .venv-train/ with the pinned
         packages of tools/train/requirements.txt, seeded mixtures of the dataset (run
         `dataset` first) under DATA/refiner/, DFN3's estimates of them with `voxsift batch
-        --beta 1`, tools/train/train_refiner.py for M minutes (default 60; two threads;
+        --beta 1`, tools/train/train_refiner.py for M minutes (default 60; N threads, default 2;
+        variant mix (default) or gate (only takes away from DFN3's estimate);
         checkpoints in DATA/runs/dfn3-refiner/, run again to resume), and the export of the
         best checkpoint to OUT (default models/local/dfn3-refiner/, git-ignored), checked
         against torch; use it with `voxsift render --preset studio --separator OUT`.

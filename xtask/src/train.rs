@@ -62,7 +62,8 @@ pub fn train_python(root: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
-/// `cargo xtask train-refiner [--data DIR] [--run DIR] [--out DIR] [--minutes M] [--seed N]`.
+/// `cargo xtask train-refiner [--data DIR] [--run DIR] [--out DIR] [--minutes M] [--seed N]
+/// [--variant mix|gate] [--threads N]`.
 /// `ort_lib` is the ONNX Runtime library for `voxsift batch`.
 pub fn run_refiner(root: &Path, ort_lib: &Path, args: &[String]) -> Result<()> {
     let cwd = std::env::current_dir()?;
@@ -73,6 +74,8 @@ pub fn run_refiner(root: &Path, ort_lib: &Path, args: &[String]) -> Result<()> {
     let mut out = root.join("models/local/dfn3-refiner");
     let mut minutes = "60".to_string();
     let mut seed = "0".to_string();
+    let mut variant = "mix".to_string();
+    let mut threads = "2".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| {
@@ -86,6 +89,8 @@ pub fn run_refiner(root: &Path, ort_lib: &Path, args: &[String]) -> Result<()> {
             "--out" => out = cwd.join(value("--out")?),
             "--minutes" => minutes = value("--minutes")?,
             "--seed" => seed = value("--seed")?,
+            "--variant" => variant = value("--variant")?,
+            "--threads" => threads = value("--threads")?,
             _ => bail!("train-refiner: unexpected argument {a}"),
         }
     }
@@ -98,6 +103,16 @@ pub fn run_refiner(root: &Path, ort_lib: &Path, args: &[String]) -> Result<()> {
         })?;
     seed.parse::<u64>()
         .with_context(|| format!("train-refiner: --seed wants a whole number, got {seed}"))?;
+    if !["mix", "gate"].contains(&variant.as_str()) {
+        bail!("train-refiner: --variant is mix or gate, got {variant}");
+    }
+    threads
+        .parse::<u32>()
+        .ok()
+        .filter(|t| *t > 0)
+        .with_context(|| {
+            format!("train-refiner: --threads wants a positive number, got {threads}")
+        })?;
     let manifest = root.join("tools/train/manifest.tsv");
     if !data.join("audio").is_dir() {
         bail!(
@@ -144,7 +159,8 @@ pub fn run_refiner(root: &Path, ort_lib: &Path, args: &[String]) -> Result<()> {
         .arg(&mixtures)
         .arg("--run")
         .arg(&run_dir)
-        .args(["--minutes", &minutes, "--seed", &seed]))?;
+        .args(["--minutes", &minutes, "--seed", &seed])
+        .args(["--variant", &variant, "--threads", &threads]))?;
     run(Command::new(&python)
         .arg(train.join("export_refiner.py"))
         .arg("--checkpoint")
