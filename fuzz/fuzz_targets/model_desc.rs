@@ -1,4 +1,4 @@
-//! Fuzzes the separator model description parser (`voxsift::model::separator::desc`).
+//! Fuzzes the separator model description parser (`voxsift_models::separator::desc`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! Fuzzes the post-chain preset parser (`voxsift::post::PostChain::from_toml_str`).
+//! Fuzzes the post-chain preset parser (`voxsift_app::post::PostChain::from_toml_str`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! Fuzzes audio file decoding (`voxsift::io::read_audio`) with arbitrary bytes.
+//! Fuzzes audio file decoding (`voxsift_app::io::read_audio`) with arbitrary bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,14 +1,14 @@
 //! The checks the fuzz targets run on every input, shared with the stable test that replays
-//! the seed corpora (`plugin/tests/properties.rs` includes this file as a module), so that a
+//! the seed corpora (`crates/app/tests/properties.rs` includes this file as a module), so that a
 //! machine without nightly Rust runs the same code on the same inputs.
 //!
 //! Each check returns normally for any input, accepted or rejected; a panic, an abort or a
 //! broken invariant is a finding.
 
 use std::path::PathBuf;
-use voxsift::io::read_audio;
-use voxsift::model::separator::desc;
-use voxsift::post::PostChain;
+use voxsift_app::io::read_audio;
+use voxsift_app::post::PostChain;
+use voxsift_models::separator::desc;
 
 /// A scratch file for one input: per process and thread, so parallel tests do not collide.
 fn scratch_file() -> PathBuf {
@@ -109,9 +109,9 @@ pub fn check_model_desc(data: &[u8]) -> bool {
             );
             let _ = d.ports();
             let _ = d.ms_to_samples(d.schedule.window_ms);
-            let _ = voxsift::model::separator::schedule(
+            let _ = voxsift_models::separator::schedule(
                 &d,
-                &voxsift::model::separator::ScheduleOverrides::default(),
+                &voxsift_models::separator::ScheduleOverrides::default(),
             );
             true
         }

@@ -1,6 +1,7 @@
 //! Helpers shared by Voxsift's tests and benches (a dev-only crate, never shipped): one
 //! deterministic noise generator and the broken-model-folder tools the fault tests use, so that
-//! `plugin/tests`, `plugin/benches` and the host tests in `tests/` do not each keep a copy.
+//! the crates' tests (`crates/*/tests`), the bench (`crates/models/benches`) and the host tests in
+//! `tests/` do not each keep a copy.
 
 use std::path::{Path, PathBuf};
 

@@ -35,7 +35,7 @@ for t in ardour7-lua ardour7-new_session ardour7-export sox; do
 done
 [ -x "$SCANNER" ] || die "$SCANNER not found (Debian package ardour)"
 [ -d "$BUNDLE" ] || die "$BUNDLE missing: cargo xtask bundle voxsift --release"
-[ -x "$CLI" ] || die "$CLI missing: cargo build --release -p voxsift --bin voxsift"
+[ -x "$CLI" ] || die "$CLI missing: cargo build --release -p voxsift-app --bin voxsift"
 PY=python3
 $PY -c 'import numpy' 2>/dev/null || PY=/usr/bin/python3
 $PY -c 'import numpy' 2>/dev/null || die "python3 with numpy needed (apt-get install python3-numpy)"

@@ -32,7 +32,7 @@ FLOORS=${FLOORS:-"-40 -30 -20 -12"}
 FLOOR_BETAS=${FLOOR_BETAS:-"1 1.5"}
 
 if [[ -z ${NO_BUILD:-} && $VOXSIFT == target/release/voxsift ]]; then
-  cargo build --release -p voxsift --bin voxsift >&2
+  cargo build --release -p voxsift-app --bin voxsift >&2
 fi
 [[ -x $VOXSIFT ]] || { echo "no CLI at $VOXSIFT" >&2; exit 1; }
 if [[ -z ${VOXSIFT_ORT_LIB:-} ]]; then

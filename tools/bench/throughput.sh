@@ -8,7 +8,7 @@
 # audio, 48 kHz, mono and stereo). Environment:
 #   REPEAT=3       runs of every configuration; each figure is the median of the runs' totals
 #   VOXSIFT=PATH   the CLI (default target/release/voxsift, built first with
-#                  `cargo build --release -p voxsift` unless NO_BUILD=1)
+#                  `cargo build --release -p voxsift-app --bin voxsift` unless NO_BUILD=1)
 #   PY=PATH        Python with tools/bench/requirements.txt installed (default
 #                  .venv-bench/bin/python); without it the libdeepfilter rows are left out
 #   EVAL=DIR       the eval-audio folder (default ../shared/eval-audio)
@@ -34,7 +34,7 @@ PY=${PY:-.venv-bench/bin/python}
 VOXSIFT=${VOXSIFT:-target/release/voxsift}
 
 if [[ -z ${NO_BUILD:-} && $VOXSIFT == target/release/voxsift ]]; then
-  cargo build --release -p voxsift --bin voxsift >&2
+  cargo build --release -p voxsift-app --bin voxsift >&2
 fi
 [[ -x $VOXSIFT ]] || { echo "no CLI at $VOXSIFT" >&2; exit 1; }
 

@@ -3,7 +3,7 @@
 # that every open draws, that the window's threads go away on close, that a host resize is
 # what the state saves, and that resident memory does not grow after the first few opens.
 #
-# The test (`open_and_close_while_audio_runs` in plugin/src/plugin/editor.rs) plays the host:
+# The test (`open_and_close_while_audio_runs` in plugin/src/editor.rs) plays the host:
 # it creates a parent X window, spawns the editor into it as the CLAP wrapper does (spawn,
 # set_parent, show, main-thread callbacks, drop), while a thread runs the plugin in realtime
 # mode on a chirp over noise. It runs here under Xvfb with Mesa's software OpenGL.
@@ -28,4 +28,4 @@ trap 'kill "$xvfb" 2>/dev/null || true' EXIT
 sleep 1
 
 DISPLAY=:$display_num LIBGL_ALWAYS_SOFTWARE=1 \
-  cargo test -p voxsift --lib plugin::editor::window_tests -- --ignored --nocapture --test-threads 1
+  cargo test -p voxsift --lib editor::window_tests -- --ignored --nocapture --test-threads 1

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 for triple in aarch64-apple-darwin x86_64-apple-darwin; do
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
-  echo "== $triple: cargo clippy (check) of voxsift and xtask"
-  cargo clippy -p voxsift -p xtask --all-targets --target "$triple" -- -D warnings
+  echo "== $triple: cargo clippy (check) of the engine, models, app (CLI), plugin and xtask"
+  cargo clippy -p voxsift-engine -p voxsift-models -p voxsift-app -p voxsift -p xtask --all-targets \
+    --target "$triple" -- -D warnings
 done

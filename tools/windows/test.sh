@@ -54,7 +54,8 @@ if [[ ! -f $WINEPREFIX/.voxsift-ready ]]; then
 fi
 
 step "clippy -D warnings for Windows (the Windows-only code)"
-cargo clippy -p voxsift -p voxsift-host-tests -p xtask --all-targets --target "$triple" \
+cargo clippy -p voxsift-engine -p voxsift-models -p voxsift-app -p voxsift -p voxsift-host-tests \
+  -p xtask --all-targets --target "$triple" \
   -- -D warnings
 
 step "cross-building the Windows debug bundles (assert_process_allocs)"

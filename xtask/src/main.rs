@@ -64,7 +64,8 @@ Commands:
         .venv-xtask/ with the pinned Python packages (pystoi, mir_eval: the evaluation tests).
   bundle [voxsift | -p voxsift] [--gpu] [--release] [CARGO ARGS...]
         fetch-runtime (with --gpu: the GPU runtime, CUDA provider included), build the plugin
-        with nice-plug-xtask (`cargo build -p voxsift CARGO ARGS...`, e.g. --release,
+        with nice-plug-xtask (`cargo build -p voxsift -p voxsift-app CARGO ARGS...`, e.g.
+        --release,
         --profile NAME, --features assert_process_allocs) and bundle it as
         target/bundled/Voxsift.clap and target/bundled/Voxsift.vst3 (plus the CLI as
         target/bundled/Voxsift), then put the ONNX Runtime libraries where the plugin looks for
@@ -102,6 +103,12 @@ const ORT_VERSION: &str = "1.31.1";
 
 /// The workspace's plugin package (`plugin/`), what `install` and `demo` bundle.
 const PLUGIN_PACKAGE: &str = "voxsift";
+/// The package of the CLI (`crates/app/`), built with the plugin so that its binary is bundled
+/// beside it.
+const CLI_PACKAGE: &str = "voxsift-app";
+/// The CLI's binary name (in `crates/app/`), the same as the plugin package's name, so that
+/// nice-plug-xtask bundles it with the plugin as `target/bundled/Voxsift`.
+const CLI_BIN: &str = "voxsift";
 
 /// sha256 of the onnxruntime wheels checked by hand, by file name (all from PyPI).
 const PINNED_WHEELS: &[(&str, &str)] = &[
@@ -124,7 +131,7 @@ const PINNED_WHEELS: &[(&str, &str)] = &[
 ];
 
 /// Python packages for `stateful-models`, and the reference implementations `test` compares
-/// the evaluation suite with (pystoi, mir_eval; plugin/tests/eval.rs).
+/// the evaluation suite with (pystoi, mir_eval; crates/app/tests/eval.rs).
 const PYTHON_PINS: &[&str] = &[
     "onnx==1.23.2",
     "onnxruntime==1.31.1",
@@ -300,7 +307,7 @@ fn try_main() -> Result<ExitCode> {
             let exe = built
                 .target_dir
                 .join("release")
-                .join(format!("{PLUGIN_PACKAGE}{}", env::consts::EXE_SUFFIX));
+                .join(format!("{CLI_BIN}{}", env::consts::EXE_SUFFIX));
             let mut render = Command::new(exe);
             render
                 .current_dir(&root)
@@ -379,7 +386,7 @@ fn venv_python(root: &Path) -> Result<PathBuf> {
 }
 
 /// The Python of `.venv-xtask/` with [`PYTHON_PINS`] installed: for `stateful-models`, and
-/// for the comparisons with pystoi and mir_eval in plugin/tests/eval.rs (passed to the tests
+/// for the comparisons with pystoi and mir_eval in crates/app/tests/eval.rs (passed to the tests
 /// as `VOXSIFT_PYTHON`).
 fn pinned_python(root: &Path) -> Result<PathBuf> {
     let python = venv_python(root)?;
@@ -903,7 +910,13 @@ fn bundle(root: &Path, packages: &[String], gpu: bool, cargo_args: &[String]) ->
     // nice-plug-xtask runs cargo and reads bundler.toml in the current folder.
     env::set_current_dir(root).with_context(|| format!("cannot change to {}", root.display()))?;
     let target = target_dir(root)?;
-    nice_plug_xtask::build(packages, cargo_args)?;
+    // The CLI (`voxsift`, in crates/app/) is built with the plugin: nice-plug-xtask bundles a
+    // binary named like the package beside its plugin.
+    let mut build = packages.to_vec();
+    if packages.iter().any(|p| p == PLUGIN_PACKAGE) && !packages.iter().any(|p| p == CLI_PACKAGE) {
+        build.push(CLI_PACKAGE.to_string());
+    }
+    nice_plug_xtask::build(&build, cargo_args)?;
 
     // nice-plug-xtask bundles into `<its target folder>/bundled`. A cross build gets a folder
     // of its own, `target/bundle-<triple>/`, so that it does not replace this machine's
@@ -1074,7 +1087,7 @@ fn dist(root: &Path, gpu: bool, cargo_args: &[String]) -> Result<PathBuf> {
         "the CLI was not bundled at {}",
         cli.display()
     );
-    replace_file(&cli, &cli_dir.join(platform.exe_file(PLUGIN_PACKAGE)))?;
+    replace_file(&cli, &cli_dir.join(platform.exe_file(CLI_BIN)))?;
     for (src, lib) in &libs {
         replace_file(src, &cli_dir.join(lib))?;
     }
@@ -1121,7 +1134,7 @@ fn install_text(platform: &Platform, name: &str) -> String {
     let mut runtime = vec![libs.link];
     runtime.extend(libs.cpu_extra);
     let runtime = runtime.join(", ");
-    let cli = platform.exe_file(PLUGIN_PACKAGE);
+    let cli = platform.exe_file(CLI_BIN);
     let (clap_dest, vst3_dest) = match platform.os {
         Os::Windows => (
             "%LOCALAPPDATA%\\Programs\\Common\\CLAP\\ (just you) or C:\\Program Files\\Common Files\\CLAP\\ (everyone)",

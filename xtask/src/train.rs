@@ -139,7 +139,7 @@ pub fn run_refiner(root: &Path, ort_lib: &Path, args: &[String]) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "voxsift",
+        "voxsift-app",
         "--bin",
         "voxsift",
     ]))?;

@@ -4,7 +4,7 @@
 //! (`tools/editor/screenshot.sh`).
 
 use nice_plug::prelude::*;
-use voxsift::plugin::Voxsift;
+use voxsift::Voxsift;
 
 fn main() {
     if !nice_export_standalone::<Voxsift>() {

@@ -1,0 +1,430 @@
+//! DeepFilterNet3 (Schröter et al., 2023), streamed frame by frame through stateful versions
+//! of its three ONNX graphs (`models/dfn3/stateful/`, derived from the official export by
+//! `cargo xtask stateful-models`; see `models/dfn3/PROVENANCE.md`).
+//!
+//! Per 10 ms hop and stream the cost is bounded: one 960-point FFT, the features, and one
+//! single-frame call of each graph (encoder, ERB decoder, deep-filter decoder), whose causal
+//! time paddings and GRU states are carried as explicit state tensors.
+//!
+//! The output of frame `t` is DeepFilterNet3's own enhanced spectrum `Y[t]`: ERB gains
+//! interpolated to bins above the lowest 96, and a 5-tap complex deep filter over frames
+//! `t-2..=t+2` in the lowest 96 bins. It is handed to the engine as a complex gain per bin,
+//! `G = Y / X` with `|G| <= 2`, which on the 48 kHz grid reproduces the model's output.
+
+pub mod erb;
+pub mod features;
+pub mod graph;
+
+use super::{MaskModel, ModelError, ModelSpec};
+use crate::runtime::{Provider, SessionOptions};
+use features::Features;
+use graph::{Graph, Value, Values};
+use num_complex::Complex32;
+use std::path::Path;
+use voxsift_engine::stft::{Grid, Stft};
+
+/// Model sample rate.
+pub const SAMPLE_RATE: u32 = 48_000;
+/// FFT size.
+pub const FFT_SIZE: usize = 960;
+/// Hop size.
+pub const HOP: usize = 480;
+/// ERB bands.
+pub const NB_ERB: usize = 32;
+/// Deep-filter bins.
+pub const NB_DF: usize = 96;
+/// Deep-filter taps.
+pub const DF_ORDER: usize = 5;
+/// Deep-filter lookahead (frames).
+pub const DF_LOOKAHEAD: usize = 2;
+/// Convolution lookahead (frames): the features of frame `t + 2` are the model's input at `t`.
+pub const CONV_LOOKAHEAD: usize = 2;
+/// Largest magnitude a complex gain may have.
+pub const MAX_GAIN: f32 = 2.0;
+
+/// What the engine needs to know about DeepFilterNet3.
+pub const SPEC: ModelSpec = ModelSpec {
+    name: "dfn3",
+    sample_rate: SAMPLE_RATE,
+    hop: HOP,
+    bins: FFT_SIZE / 2 + 1,
+    lookahead: CONV_LOOKAHEAD,
+};
+
+/// The three stateful graphs as bytes.
+pub struct Graphs<'a> {
+    /// Encoder.
+    pub enc: &'a [u8],
+    /// ERB decoder.
+    pub erb_dec: &'a [u8],
+    /// Deep-filter decoder.
+    pub df_dec: &'a [u8],
+}
+
+/// The graphs shipped inside the binary (no download, no files needed at run time).
+pub const EMBEDDED: Graphs<'static> = Graphs {
+    enc: include_bytes!("../../../../models/dfn3/stateful/enc.onnx"),
+    erb_dec: include_bytes!("../../../../models/dfn3/stateful/erb_dec.onnx"),
+    df_dec: include_bytes!("../../../../models/dfn3/stateful/df_dec.onnx"),
+};
+
+/// Reads the three graphs from a directory (`enc.onnx`, `erb_dec.onnx`, `df_dec.onnx`).
+pub fn read_graphs(dir: &Path) -> Result<[Vec<u8>; 3], ModelError> {
+    let read = |n: &str| {
+        let path = dir.join(n);
+        std::fs::read(&path).map_err(|source| ModelError::Read { path, source })
+    };
+    Ok([
+        read("enc.onnx")?,
+        read("erb_dec.onnx")?,
+        read("df_dec.onnx")?,
+    ])
+}
+
+/// Names how DeepFilterNet3 handles a stream, for cache keys: masks computed by code that
+/// handles it otherwise differ.
+pub const STREAM_HANDLING: &str = "resume after digital silence from the last sound";
+
+/// Streaming state of one audio stream.
+struct Stream {
+    /// The last `FFT_SIZE` input samples, oldest first.
+    frame: Vec<f32>,
+    /// Feature normalisation state.
+    features: Features,
+    /// Spectra of the last `2 * DF_LOOKAHEAD + 1` frames, by frame index modulo that.
+    history: Vec<Vec<Complex32>>,
+    /// Graph states: encoder, ERB decoder, deep-filter decoder.
+    states: [Vec<Vec<f32>>; 3],
+    /// Frames analysed since reset.
+    frames: u64,
+    /// Feature normalisation after the last hop that held any sound (not exact zeros).
+    resume_features: Features,
+    /// Graph states after that hop.
+    resume_states: [Vec<Vec<f32>>; 3],
+}
+
+impl Stream {
+    /// Starts the stream again at frame 0 with empty buffers, keeping `features` and `states`.
+    fn restart(&mut self) {
+        self.frame.fill(0.0);
+        self.history
+            .iter_mut()
+            .for_each(|h| h.fill(Complex32::default()));
+        self.frames = 0;
+    }
+}
+
+/// DeepFilterNet3 on ONNX Runtime.
+pub struct Dfn3 {
+    /// Where the graphs run.
+    provider: Provider,
+    /// Why they do not run where asked, if so.
+    notice: Option<String>,
+    /// Encoder.
+    enc: Graph,
+    /// ERB decoder.
+    erb_dec: Graph,
+    /// Deep-filter decoder.
+    df_dec: Graph,
+    /// ERB band of every bin.
+    band_of_bin: Vec<usize>,
+    /// STFT at 48 kHz (same window as the engine).
+    stft: Stft,
+    /// Per-stream state.
+    streams: Vec<Stream>,
+    /// Values passed between graphs (reused).
+    values: Values,
+    /// Scratch spectrum.
+    spec: Vec<Complex32>,
+    /// Scratch features.
+    erb_feat: Vec<f32>,
+    /// Scratch features.
+    spec_feat: Vec<f32>,
+}
+
+impl Dfn3 {
+    /// Loads the embedded graphs for `streams` streams with `threads` intra-op threads.
+    pub fn embedded(streams: usize, threads: usize) -> Result<Self, ModelError> {
+        Self::from_graphs(&EMBEDDED, streams, threads)
+    }
+
+    /// Loads the embedded graphs with the given session options (provider, threads).
+    pub fn embedded_with(streams: usize, opts: &SessionOptions) -> Result<Self, ModelError> {
+        Self::from_graphs_with(&EMBEDDED, streams, opts)
+    }
+
+    /// Loads stateful graphs from bytes, on the CPU.
+    pub fn from_graphs(g: &Graphs, streams: usize, threads: usize) -> Result<Self, ModelError> {
+        Self::from_graphs_with(
+            g,
+            streams,
+            &SessionOptions {
+                threads,
+                ..SessionOptions::default()
+            },
+        )
+    }
+
+    /// Loads stateful graphs from bytes with the given session options. If the provider asked
+    /// for cannot start, every graph runs on the CPU and [`MaskModel::notice`] says why.
+    pub fn from_graphs_with(
+        g: &Graphs,
+        streams: usize,
+        opts: &SessionOptions,
+    ) -> Result<Self, ModelError> {
+        let mut opts = *opts;
+        let enc = crate::runtime::session_with("enc", g.enc, &opts)?;
+        let (provider, notice) = (enc.provider, enc.fallback);
+        // One provider for all three graphs: after a fallback the others go straight to CPU.
+        opts.provider = provider;
+        let erb_dec_s = crate::runtime::session_with("erb_dec", g.erb_dec, &opts)?;
+        let df_dec_s = crate::runtime::session_with("df_dec", g.df_dec, &opts)?;
+        let enc = Graph::new(
+            "enc",
+            enc.session,
+            &["feat_erb", "feat_spec"],
+            &["e0", "e1", "e2", "e3", "emb", "c0"],
+        )?;
+        let erb_dec = Graph::new(
+            "erb_dec",
+            erb_dec_s.session,
+            &["emb", "e0", "e1", "e2", "e3"],
+            &["m"],
+        )?;
+        let df_dec = Graph::new("df_dec", df_dec_s.session, &["emb", "c0"], &["coefs"])?;
+        let widths = erb::band_widths(SAMPLE_RATE, FFT_SIZE, NB_ERB, 2);
+        let band_of_bin = widths
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &w)| std::iter::repeat_n(b, w))
+            .collect();
+        let alpha = (-(HOP as f64) / SAMPLE_RATE as f64).exp() as f32;
+        let states = [
+            enc.initial_state(),
+            erb_dec.initial_state(),
+            df_dec.initial_state(),
+        ];
+        let streams = (0..streams.max(1))
+            .map(|_| Stream {
+                frame: vec![0.0; FFT_SIZE],
+                features: Features::new(&widths, NB_DF, alpha),
+                history: vec![vec![Complex32::default(); SPEC.bins]; 2 * DF_LOOKAHEAD + 1],
+                states: states.clone(),
+                frames: 0,
+                resume_features: Features::new(&widths, NB_DF, alpha),
+                resume_states: states.clone(),
+            })
+            .collect();
+        let mut values = Values::new();
+        values.insert(
+            "feat_erb".into(),
+            Value {
+                shape: vec![1, 1, 1, NB_ERB as i64],
+                data: vec![0.0; NB_ERB],
+            },
+        );
+        values.insert(
+            "feat_spec".into(),
+            Value {
+                shape: vec![1, 2, 1, NB_DF as i64],
+                data: vec![0.0; 2 * NB_DF],
+            },
+        );
+        Ok(Self {
+            provider,
+            notice,
+            enc,
+            erb_dec,
+            df_dec,
+            band_of_bin,
+            stft: Stft::new(Grid::for_rate(SAMPLE_RATE)),
+            streams,
+            values,
+            spec: vec![Complex32::default(); SPEC.bins],
+            erb_feat: vec![0.0; NB_ERB],
+            spec_feat: vec![0.0; 2 * NB_DF],
+        })
+    }
+
+    /// Runs the three graphs for one model step of `stream` on the features already in
+    /// `values`; returns the ERB gains and deep-filter coefficients in `values["m"]` and
+    /// `values["coefs"]`.
+    fn step(&mut self, stream: usize) -> Result<(), ModelError> {
+        let st = &mut self.streams[stream];
+        self.enc.run(&mut self.values, &mut st.states[0])?;
+        self.erb_dec.run(&mut self.values, &mut st.states[1])?;
+        self.df_dec.run(&mut self.values, &mut st.states[2])?;
+        Ok(())
+    }
+
+    /// Remembers `stream`'s normalisation and graph states as the point to resume from after
+    /// digital silence (copies into buffers allocated at load).
+    fn keep_resume_point(&mut self, stream: usize) {
+        let st = &mut self.streams[stream];
+        st.resume_features.copy_state_from(&st.features);
+        for (r, s) in st.resume_states.iter_mut().zip(st.states.iter()) {
+            r.clone_from(s);
+        }
+    }
+
+    /// The ERB gains (`m`) and deep-filter coefficients (`coefs`) of the last model step.
+    pub fn last_outputs(&self) -> (&[f32], &[f32]) {
+        let get = |k: &str| self.values.get(k).map_or(&[][..], |v| v.data.as_slice());
+        (get("m"), get("coefs"))
+    }
+
+    /// Features of one frame for tests: analyses `frame` (960 samples) of `stream` without
+    /// running the graphs and returns (ERB features, spectrum features).
+    pub fn features_only(&mut self, stream: usize, hop: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        self.analyse(stream, hop);
+        (self.erb_feat.clone(), self.spec_feat.clone())
+    }
+
+    /// Shifts `hop` into the stream, analyses the frame, stores its spectrum and computes its
+    /// features into the scratch buffers.
+    fn analyse(&mut self, stream: usize, hop: &[f32]) -> u64 {
+        let st = &mut self.streams[stream];
+        st.frame.copy_within(HOP.., 0);
+        st.frame[FFT_SIZE - HOP..].copy_from_slice(hop);
+        self.stft.analyze(&st.frame, &mut self.spec);
+        let norm = 1.0 / FFT_SIZE as f32; // DeepFilterNet's 2H / N^2 with N = 2H
+        for v in &mut self.spec {
+            *v *= norm;
+        }
+        let g = st.frames;
+        let slot = (g % st.history.len() as u64) as usize;
+        st.history[slot].copy_from_slice(&self.spec);
+        st.features
+            .compute(&self.spec, &mut self.erb_feat, &mut self.spec_feat);
+        st.frames += 1;
+        g
+    }
+}
+
+impl MaskModel for Dfn3 {
+    fn spec(&self) -> ModelSpec {
+        SPEC
+    }
+
+    fn provider(&self) -> String {
+        self.provider.name().into()
+    }
+
+    fn notice(&self) -> Option<String> {
+        self.notice.clone()
+    }
+
+    fn reset(&mut self) {
+        let init = [
+            self.enc.initial_state(),
+            self.erb_dec.initial_state(),
+            self.df_dec.initial_state(),
+        ];
+        for st in &mut self.streams {
+            st.frame.fill(0.0);
+            st.features.reset();
+            st.history
+                .iter_mut()
+                .for_each(|h| h.fill(Complex32::default()));
+            st.states = init.clone();
+            st.frames = 0;
+            st.resume_features.copy_state_from(&st.features);
+            st.resume_states.clone_from(&st.states);
+        }
+    }
+
+    /// After digital silence: every stream starts again at frame 0 with empty buffers, and
+    /// with the normalisation and graph states it had after its last hop of sound, as if the
+    /// silence had been cut out. The reference runtime behaves alike: after a few quiet hops
+    /// it stops running the model until the next sound. Starting cold instead made
+    /// DeepFilterNet3 suppress the first syllables after every pause (up to 8 dB SI-SDR lost
+    /// on prompt recordings with exact zeros between phrases; BENCHMARKS.md). A stream that has heard no sound since the last reset
+    /// starts cold, so leading silence of any length still changes nothing.
+    fn resume(&mut self) {
+        for st in &mut self.streams {
+            st.restart();
+            st.features.copy_state_from(&st.resume_features);
+            let Stream {
+                states,
+                resume_states,
+                ..
+            } = st;
+            for (s, r) in states.iter_mut().zip(resume_states.iter()) {
+                s.clone_from(r);
+            }
+        }
+    }
+
+    fn push_hop(
+        &mut self,
+        stream: usize,
+        hop: &[f32],
+        mask: &mut [Complex32],
+    ) -> Result<Option<u64>, ModelError> {
+        let sound = hop.iter().any(|&x| x != 0.0);
+        let g = self.analyse(stream, hop);
+        if g < CONV_LOOKAHEAD as u64 {
+            if sound {
+                self.keep_resume_point(stream);
+            }
+            return Ok(None);
+        }
+        let t = g - CONV_LOOKAHEAD as u64;
+        if let Some(v) = self.values.get_mut("feat_erb") {
+            v.data.copy_from_slice(&self.erb_feat);
+        }
+        if let Some(v) = self.values.get_mut("feat_spec") {
+            v.data.copy_from_slice(&self.spec_feat);
+        }
+        self.step(stream)?;
+        if sound {
+            self.keep_resume_point(stream);
+        }
+        let m = &self.values["m"].data;
+        let coefs = &self.values["coefs"].data;
+        if m.len() != NB_ERB || coefs.len() != NB_DF * DF_ORDER * 2 {
+            return Err(ModelError::Mismatch {
+                graph: "erb_dec/df_dec".into(),
+                message: format!(
+                    "outputs have {} ERB gains and {} coefficients per frame",
+                    m.len(),
+                    coefs.len()
+                ),
+            });
+        }
+        let st = &self.streams[stream];
+        let n_hist = st.history.len() as u64;
+        let x_t = &st.history[(t % n_hist) as usize];
+        for (k, out) in mask.iter_mut().enumerate() {
+            let x = x_t[k];
+            let erb_gain = m[self.band_of_bin[k]];
+            let y = if k < NB_DF {
+                let mut acc = Complex32::default();
+                for o in 0..DF_ORDER {
+                    // Tap o multiplies frame t + o - 2 (zero before the stream started).
+                    let Some(f) = (t + o as u64).checked_sub(DF_LOOKAHEAD as u64) else {
+                        continue;
+                    };
+                    let c = Complex32::new(coefs[k * 10 + o * 2], coefs[k * 10 + o * 2 + 1]);
+                    acc += st.history[(f % n_hist) as usize][k] * c;
+                }
+                acc
+            } else {
+                x * erb_gain
+            };
+            let xn = x.norm_sqr();
+            *out = if xn > 1e-24 {
+                let gain = y * x.conj() / xn;
+                let mag = gain.norm();
+                if mag > MAX_GAIN {
+                    gain * (MAX_GAIN / mag)
+                } else {
+                    gain
+                }
+            } else {
+                Complex32::new(erb_gain, 0.0)
+            };
+        }
+        Ok(Some(t))
+    }
+}
