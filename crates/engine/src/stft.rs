@@ -75,12 +75,19 @@ pub struct Stft {
     scratch: Vec<Complex32>,
 }
 
+/// Plans a forward and an inverse real FFT of `n` points (allocates: not for the audio thread).
+///
+/// The one place where realfft's generic planner is instantiated for `f32`: the models plan
+/// their FFTs here too, so that the plugin holds one copy of the FFT code, not one per crate.
+pub fn plan_real_fft(n: usize) -> (Arc<dyn RealToComplex<f32>>, Arc<dyn ComplexToReal<f32>>) {
+    let mut planner = RealFftPlanner::<f32>::new();
+    (planner.plan_fft_forward(n), planner.plan_fft_inverse(n))
+}
+
 impl Stft {
     /// Plans the FFTs and allocates scratch for `grid`.
     pub fn new(grid: Grid) -> Self {
-        let mut planner = RealFftPlanner::<f32>::new();
-        let fwd = planner.plan_fft_forward(grid.win);
-        let inv = planner.plan_fft_inverse(grid.win);
+        let (fwd, inv) = plan_real_fft(grid.win);
         let scratch_len = fwd.get_scratch_len().max(inv.get_scratch_len());
         Self {
             grid,

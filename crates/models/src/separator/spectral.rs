@@ -11,7 +11,7 @@
 
 use super::desc::MaskMode;
 use num_complex::Complex32;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use realfft::{ComplexToReal, RealToComplex};
 use std::f64::consts::PI;
 use std::sync::Arc;
 use voxsift_engine::stft::{Grid, Stft};
@@ -63,9 +63,8 @@ pub struct HybridStft {
 impl HybridStft {
     /// Plans an STFT of `n_fft` points (a multiple of 8, so that `3 hop / 2` is whole).
     pub fn new(n_fft: usize) -> Self {
-        let mut planner = RealFftPlanner::<f32>::new();
-        let fwd = planner.plan_fft_forward(n_fft);
-        let inv = planner.plan_fft_inverse(n_fft);
+        // The engine's planner: one copy of the FFT code in the plugin.
+        let (fwd, inv) = voxsift_engine::stft::plan_real_fft(n_fft);
         let scratch = fwd.get_scratch_len().max(inv.get_scratch_len());
         // torch.hann_window(n_fft) (periodic): 0.5 - 0.5 cos(2 pi n / N).
         let window = (0..n_fft)
