@@ -369,9 +369,9 @@ fn studio_with_a_refiner_has_its_latency_and_equals_the_cli_render_and_the_ident
     // The identity refiner streams DFN3's estimate back through its own windows: Studio then
     // sounds like Live, up to the ratio masks' |G| <= 2 bound where DFN3 boosted a bin and the
     // longer grid. Channels are linked: both take the mask of their mean, on a 43 ms grid
-    // instead of DFN3's 20 ms one, so the channel least like the mean (here the second, 27 dB
-    // when this was written; the first 40 dB) matches less closely. A reference misaligned by
-    // a hop, or a mask applied to the wrong frames, falls far below this.
+    // instead of DFN3's 20 ms one, so the channel least like the mean matches less closely
+    // (here the second: 27 dB when this was written, the first above 30 dB). What this
+    // guards: the reference and the masks landing on the frames they belong to.
     let studio = bounce(STUDIO, false, &[512]);
     let live = bounce(0.0, false, &[512]);
     for c in 0..2 {
