@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod engine;
+
 /// Deterministic uniform noise in ±`a` (a 64-bit LCG, top 24 bits), the same for the same
 /// `seed` on every machine.
 pub fn noise(n: usize, seed: u64, a: f32) -> Vec<f32> {
