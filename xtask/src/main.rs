@@ -369,9 +369,9 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// The Python of `.venv-xtask/`, creating the venv if needed.
-fn venv_python(root: &Path) -> Result<PathBuf> {
-    let venv = root.join(".venv-xtask");
+/// The Python of the venv `root/name` (`.venv-xtask`, `.venv-train`), creating it if needed.
+pub(crate) fn venv_python(root: &Path, name: &str) -> Result<PathBuf> {
+    let venv = root.join(name);
     let python = if cfg!(windows) {
         venv.join("Scripts").join("python.exe")
     } else {
@@ -379,8 +379,9 @@ fn venv_python(root: &Path) -> Result<PathBuf> {
     };
     if !python.is_file() {
         let system = if cfg!(windows) { "python" } else { "python3" };
-        run(Command::new(system).arg("-m").arg("venv").arg(&venv))
-            .context("cannot create .venv-xtask (on Debian: apt-get install python3-venv)")?;
+        run(Command::new(system).arg("-m").arg("venv").arg(&venv)).with_context(|| {
+            format!("cannot create {name} (on Debian: apt-get install python3-venv)")
+        })?;
     }
     Ok(python)
 }
@@ -389,7 +390,7 @@ fn venv_python(root: &Path) -> Result<PathBuf> {
 /// for the comparisons with pystoi and mir_eval in crates/app/tests/eval.rs (passed to the tests
 /// as `VOXSIFT_PYTHON`).
 fn pinned_python(root: &Path) -> Result<PathBuf> {
-    let python = venv_python(root)?;
+    let python = venv_python(root, ".venv-xtask")?;
     run(Command::new(&python)
         .args([
             "-m",
@@ -440,7 +441,7 @@ fn fetch_runtime(
         return Ok(lib);
     }
 
-    let python = venv_python(root)?;
+    let python = venv_python(root, ".venv-xtask")?;
     let tmp = TempDir(env::temp_dir().join(format!("voxsift-xtask-{}", std::process::id())));
     fs::create_dir_all(&tmp.0)?;
     let mut pip = Command::new(&python);
@@ -1113,7 +1114,7 @@ fn dist(root: &Path, gpu: bool, cargo_args: &[String]) -> Result<PathBuf> {
     };
     let archive = dist_dir.join(format!("{top}.{ext}"));
     remove_any(&archive)?;
-    let python = venv_python(root)?;
+    let python = venv_python(root, ".venv-xtask")?;
     run(Command::new(&python)
         .args(["-c", ARCHIVE_PY])
         .arg(&stage)

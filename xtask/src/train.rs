@@ -29,17 +29,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// The Python of `.venv-train/` with the pinned training packages installed.
 pub fn train_python(root: &Path) -> Result<PathBuf> {
-    let venv = root.join(".venv-train");
-    let python = if cfg!(windows) {
-        venv.join("Scripts").join("python.exe")
-    } else {
-        venv.join("bin").join("python")
-    };
-    if !python.is_file() {
-        let system = if cfg!(windows) { "python" } else { "python3" };
-        run(Command::new(system).arg("-m").arg("venv").arg(&venv))
-            .context("cannot create .venv-train (on Debian: apt-get install python3-venv)")?;
-    }
+    let python = crate::venv_python(root, ".venv-train")?;
     let mut pip = Command::new(&python);
     pip.args([
         "-m",
