@@ -18,7 +18,7 @@ pub mod graph;
 use super::{MaskModel, ModelError, ModelSpec};
 use crate::runtime::{Provider, SessionOptions};
 use features::Features;
-use graph::{Graph, Value, Values};
+use graph::{Graph, Slots, Stepper};
 use num_complex::Complex32;
 use std::path::Path;
 use voxsift_engine::stft::{Grid, Stft};
@@ -85,6 +85,18 @@ pub fn read_graphs(dir: &Path) -> Result<[Vec<u8>; 3], ModelError> {
 /// handles it otherwise differ.
 pub const STREAM_HANDLING: &str = "resume after digital silence from the last sound";
 
+/// Slot indices of the values DeepFilterNet3's step reads and writes.
+struct Io {
+    /// ERB features in.
+    feat_erb: usize,
+    /// Complex spectrum features in.
+    feat_spec: usize,
+    /// ERB gains out.
+    m: usize,
+    /// Deep-filter coefficients out.
+    coefs: usize,
+}
+
 /// Streaming state of one audio stream.
 struct Stream {
     /// The last `FFT_SIZE` input samples, oldest first.
@@ -93,18 +105,16 @@ struct Stream {
     features: Features,
     /// Spectra of the last `2 * DF_LOOKAHEAD + 1` frames, by frame index modulo that.
     history: Vec<Vec<Complex32>>,
-    /// Graph states: encoder, ERB decoder, deep-filter decoder.
-    states: [Vec<Vec<f32>>; 3],
     /// Frames analysed since reset.
     frames: u64,
     /// Feature normalisation after the last hop that held any sound (not exact zeros).
     resume_features: Features,
-    /// Graph states after that hop.
+    /// Graph states after that hop: encoder, ERB decoder, deep-filter decoder.
     resume_states: [Vec<Vec<f32>>; 3],
 }
 
 impl Stream {
-    /// Starts the stream again at frame 0 with empty buffers, keeping `features` and `states`.
+    /// Starts the stream again at frame 0 with empty buffers, keeping `features`.
     fn restart(&mut self) {
         self.frame.fill(0.0);
         self.history
@@ -120,20 +130,22 @@ pub struct Dfn3 {
     provider: Provider,
     /// Why they do not run where asked, if so.
     notice: Option<String>,
-    /// Encoder.
-    enc: Graph,
+    /// Encoder (its states per stream inside).
+    enc: Stepper,
     /// ERB decoder.
-    erb_dec: Graph,
+    erb_dec: Stepper,
     /// Deep-filter decoder.
-    df_dec: Graph,
+    df_dec: Stepper,
     /// ERB band of every bin.
     band_of_bin: Vec<usize>,
     /// STFT at 48 kHz (same window as the engine).
     stft: Stft,
     /// Per-stream state.
     streams: Vec<Stream>,
-    /// Values passed between graphs (reused).
-    values: Values,
+    /// Tensors passed between the graphs, allocated at load.
+    slots: Slots,
+    /// Slot indices: the features in, the ERB gains and deep-filter coefficients out.
+    io: Io,
     /// Scratch spectrum.
     spec: Vec<Complex32>,
     /// Scratch features.
@@ -199,37 +211,39 @@ impl Dfn3 {
             .flat_map(|(b, &w)| std::iter::repeat_n(b, w))
             .collect();
         let alpha = (-(HOP as f64) / SAMPLE_RATE as f64).exp() as f32;
-        let states = [
-            enc.initial_state(),
-            erb_dec.initial_state(),
-            df_dec.initial_state(),
-        ];
-        let streams = (0..streams.max(1))
+        let n_streams = streams.max(1);
+        // The features are the encoder's inputs; every graph's outputs become slots that the
+        // next graph reads (each probe run gives their shapes).
+        let mut slots = Slots::new();
+        let feat_erb = slots.insert("feat_erb", &[1, 1, 1, NB_ERB as i64])?;
+        let feat_spec = slots.insert("feat_spec", &[1, 2, 1, NB_DF as i64])?;
+        let enc = Stepper::new(enc, &mut slots, n_streams)?;
+        let erb_dec = Stepper::new(erb_dec, &mut slots, n_streams)?;
+        let df_dec = Stepper::new(df_dec, &mut slots, n_streams)?;
+        let slot = |name: &str, len: usize| match slots.index(name) {
+            Some(i) if slots.data(i).len() == len => Ok(i),
+            _ => Err(ModelError::Mismatch {
+                graph: "erb_dec/df_dec".into(),
+                message: format!("output `{name}` does not hold {len} values per frame"),
+            }),
+        };
+        let io = Io {
+            feat_erb,
+            feat_spec,
+            m: slot("m", NB_ERB)?,
+            coefs: slot("coefs", NB_DF * DF_ORDER * 2)?,
+        };
+        let resume_states = [enc.zero_state(), erb_dec.zero_state(), df_dec.zero_state()];
+        let streams = (0..n_streams)
             .map(|_| Stream {
                 frame: vec![0.0; FFT_SIZE],
                 features: Features::new(&widths, NB_DF, alpha),
                 history: vec![vec![Complex32::default(); SPEC.bins]; 2 * DF_LOOKAHEAD + 1],
-                states: states.clone(),
                 frames: 0,
                 resume_features: Features::new(&widths, NB_DF, alpha),
-                resume_states: states.clone(),
+                resume_states: resume_states.clone(),
             })
             .collect();
-        let mut values = Values::new();
-        values.insert(
-            "feat_erb".into(),
-            Value {
-                shape: vec![1, 1, 1, NB_ERB as i64],
-                data: vec![0.0; NB_ERB],
-            },
-        );
-        values.insert(
-            "feat_spec".into(),
-            Value {
-                shape: vec![1, 2, 1, NB_DF as i64],
-                data: vec![0.0; 2 * NB_DF],
-            },
-        );
         Ok(Self {
             provider,
             notice,
@@ -239,7 +253,8 @@ impl Dfn3 {
             band_of_bin,
             stft: Stft::new(Grid::for_rate(SAMPLE_RATE)),
             streams,
-            values,
+            slots,
+            io,
             spec: vec![Complex32::default(); SPEC.bins],
             erb_feat: vec![0.0; NB_ERB],
             spec_feat: vec![0.0; 2 * NB_DF],
@@ -247,13 +262,12 @@ impl Dfn3 {
     }
 
     /// Runs the three graphs for one model step of `stream` on the features already in
-    /// `values`; returns the ERB gains and deep-filter coefficients in `values["m"]` and
-    /// `values["coefs"]`.
+    /// their slots; leaves the ERB gains and deep-filter coefficients in the `m` and `coefs`
+    /// slots. No allocation.
     fn step(&mut self, stream: usize) -> Result<(), ModelError> {
-        let st = &mut self.streams[stream];
-        self.enc.run(&mut self.values, &mut st.states[0])?;
-        self.erb_dec.run(&mut self.values, &mut st.states[1])?;
-        self.df_dec.run(&mut self.values, &mut st.states[2])?;
+        self.enc.step(&mut self.slots, stream)?;
+        self.erb_dec.step(&mut self.slots, stream)?;
+        self.df_dec.step(&mut self.slots, stream)?;
         Ok(())
     }
 
@@ -262,15 +276,17 @@ impl Dfn3 {
     fn keep_resume_point(&mut self, stream: usize) {
         let st = &mut self.streams[stream];
         st.resume_features.copy_state_from(&st.features);
-        for (r, s) in st.resume_states.iter_mut().zip(st.states.iter()) {
-            r.clone_from(s);
+        let graphs = [&self.enc, &self.erb_dec, &self.df_dec];
+        for (kept, graph) in st.resume_states.iter_mut().zip(graphs) {
+            for (k, s) in kept.iter_mut().zip(graph.state(stream)) {
+                k.copy_from_slice(s);
+            }
         }
     }
 
     /// The ERB gains (`m`) and deep-filter coefficients (`coefs`) of the last model step.
     pub fn last_outputs(&self) -> (&[f32], &[f32]) {
-        let get = |k: &str| self.values.get(k).map_or(&[][..], |v| v.data.as_slice());
-        (get("m"), get("coefs"))
+        (self.slots.data(self.io.m), self.slots.data(self.io.coefs))
     }
 
     /// Features of one frame for tests: analyses `frame` (960 samples) of `stream` without
@@ -315,21 +331,21 @@ impl MaskModel for Dfn3 {
     }
 
     fn reset(&mut self) {
-        let init = [
-            self.enc.initial_state(),
-            self.erb_dec.initial_state(),
-            self.df_dec.initial_state(),
-        ];
-        for st in &mut self.streams {
+        for (s, st) in self.streams.iter_mut().enumerate() {
             st.frame.fill(0.0);
             st.features.reset();
             st.history
                 .iter_mut()
                 .for_each(|h| h.fill(Complex32::default()));
-            st.states = init.clone();
+            for g in [&mut self.enc, &mut self.erb_dec, &mut self.df_dec] {
+                g.set_state(s, None);
+            }
             st.frames = 0;
             st.resume_features.copy_state_from(&st.features);
-            st.resume_states.clone_from(&st.states);
+            st.resume_states
+                .iter_mut()
+                .flatten()
+                .for_each(|v| v.fill(0.0));
         }
     }
 
@@ -341,16 +357,12 @@ impl MaskModel for Dfn3 {
     /// on prompt recordings with exact zeros between phrases; BENCHMARKS.md). A stream that has heard no sound since the last reset
     /// starts cold, so leading silence of any length still changes nothing.
     fn resume(&mut self) {
-        for st in &mut self.streams {
+        for (s, st) in self.streams.iter_mut().enumerate() {
             st.restart();
             st.features.copy_state_from(&st.resume_features);
-            let Stream {
-                states,
-                resume_states,
-                ..
-            } = st;
-            for (s, r) in states.iter_mut().zip(resume_states.iter()) {
-                s.clone_from(r);
+            let graphs = [&mut self.enc, &mut self.erb_dec, &mut self.df_dec];
+            for (g, kept) in graphs.into_iter().zip(&st.resume_states) {
+                g.set_state(s, Some(kept));
             }
         }
     }
@@ -370,28 +382,19 @@ impl MaskModel for Dfn3 {
             return Ok(None);
         }
         let t = g - CONV_LOOKAHEAD as u64;
-        if let Some(v) = self.values.get_mut("feat_erb") {
-            v.data.copy_from_slice(&self.erb_feat);
-        }
-        if let Some(v) = self.values.get_mut("feat_spec") {
-            v.data.copy_from_slice(&self.spec_feat);
-        }
+        self.slots
+            .data_mut(self.io.feat_erb)
+            .copy_from_slice(&self.erb_feat);
+        self.slots
+            .data_mut(self.io.feat_spec)
+            .copy_from_slice(&self.spec_feat);
         self.step(stream)?;
         if sound {
             self.keep_resume_point(stream);
         }
-        let m = &self.values["m"].data;
-        let coefs = &self.values["coefs"].data;
-        if m.len() != NB_ERB || coefs.len() != NB_DF * DF_ORDER * 2 {
-            return Err(ModelError::Mismatch {
-                graph: "erb_dec/df_dec".into(),
-                message: format!(
-                    "outputs have {} ERB gains and {} coefficients per frame",
-                    m.len(),
-                    coefs.len()
-                ),
-            });
-        }
+        // Lengths checked at load.
+        let m = self.slots.data(self.io.m);
+        let coefs = self.slots.data(self.io.coefs);
         let st = &self.streams[stream];
         let n_hist = st.history.len() as u64;
         let x_t = &st.history[(t % n_hist) as usize];

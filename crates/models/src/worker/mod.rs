@@ -85,7 +85,7 @@ pub fn resampler_lag(sample_rate: u32, spec: &ModelSpec) -> usize {
         / grid.hop as f64)
         .ceil() as u64;
     for h in 0..frames + 50 + ahead {
-        if rs.push(&[&zeros]).is_err() {
+        if rs.push(&zeros).is_err() {
             return grid.hop;
         }
         produced += rs.available(0);
@@ -432,12 +432,11 @@ impl Lane {
                 }
             }
             Some(r) => {
-                let inputs: Vec<&[f32]> = (0..streams)
-                    .map(|s| &hop_buf[s * host_hop..(s + 1) * host_hop])
-                    .collect();
-                r.push(&inputs).map_err(|message| ModelError::Inference {
-                    graph: "resampler".into(),
-                    message,
+                r.push(&hop_buf[..streams * host_hop]).map_err(|message| {
+                    ModelError::Inference {
+                        graph: "resampler".into(),
+                        message,
+                    }
                 })?;
                 for (s, p) in self.pending.iter_mut().enumerate() {
                     while r.pop(s, &mut self.model_hop) {

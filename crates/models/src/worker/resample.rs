@@ -10,13 +10,16 @@ use std::collections::VecDeque;
 pub struct StreamResampler {
     /// rubato's resampler (allocated in `new`).
     inner: SincFixedIn<f32>,
+    /// Input scratch, one hop per stream.
+    input: Vec<Vec<f32>>,
     /// Output scratch, one per stream.
     out: Vec<Vec<f32>>,
     /// Output samples still to drop to remove the resampler's delay.
     to_drop: usize,
     /// Its delay in output samples.
     delay: usize,
-    /// Per stream: aligned output waiting to be consumed.
+    /// Per stream: aligned output waiting to be consumed (room for a few hops reserved in
+    /// `new`, so pushing and popping in turn never allocates).
     fifo: Vec<VecDeque<f32>>,
 }
 
@@ -40,20 +43,31 @@ impl StreamResampler {
             SincFixedIn::<f32>::new(ratio, 1.0, params, hop, streams).map_err(|e| e.to_string())?;
         let delay = inner.output_delay();
         let out = vec![vec![0.0; inner.output_frames_max()]; streams];
+        let room = 4 * inner.output_frames_max() + hop;
         Ok(Self {
+            input: vec![vec![0.0; hop]; streams],
+            fifo: (0..streams)
+                .map(|_| VecDeque::with_capacity(room))
+                .collect(),
             inner,
             out,
             to_drop: delay,
             delay,
-            fifo: vec![VecDeque::new(); streams],
         })
     }
 
-    /// Feeds one hop per stream (`input[s]`, `hop` samples each).
-    pub fn push(&mut self, input: &[&[f32]]) -> Result<(), String> {
+    /// Feeds one hop per stream: stream `s` is `hops[s * hop..(s + 1) * hop]`. No allocation.
+    pub fn push(&mut self, hops: &[f32]) -> Result<(), String> {
+        for (s, inp) in self.input.iter_mut().enumerate() {
+            let n = inp.len();
+            let src = hops
+                .get(s * n..(s + 1) * n)
+                .ok_or_else(|| format!("{} samples for {} streams", hops.len(), self.fifo.len()))?;
+            inp.copy_from_slice(src);
+        }
         let (_, produced) = self
             .inner
-            .process_into_buffer(input, &mut self.out, None)
+            .process_into_buffer(&self.input, &mut self.out, None)
             .map_err(|e| e.to_string())?;
         let skip = self.to_drop.min(produced);
         self.to_drop -= skip;
