@@ -625,6 +625,9 @@ impl Engine {
     fn process_flushed(&mut self, io: &mut [&mut [f32]]) {
         let channels = self.config.channels.min(io.len());
         let n = io.iter().map(|c| c.len()).min().unwrap_or(0);
+        if let Some(link) = &self.link {
+            link.shared.last_block.store(n as u32, Ordering::Relaxed);
+        }
         let (wet_t, gain_t) = self.targets();
         self.wet.set_target(wet_t);
         self.gain.set_target(gain_t);
@@ -879,6 +882,9 @@ impl Engine {
             return;
         }
         if link.hops.try_push(t, &self.hop_out) {
+            if offline {
+                link.shared.wake_worker();
+            }
             return;
         }
         if !offline {
@@ -889,6 +895,7 @@ impl Engine {
         let mut backoff = Backoff::new();
         loop {
             if link.hops.try_push(t, &self.hop_out) {
+                link.shared.wake_worker();
                 return;
             }
             if Self::worker_gone(&link.shared) || start.elapsed() > OFFLINE_TIMEOUT {

@@ -6,7 +6,7 @@
 use crate::spec::ModelSpec;
 use atomic_float::AtomicF32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Where the worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,13 @@ pub struct Shared {
     pub worker_load: AtomicF32,
     /// Test hook: the worker sleeps this many microseconds per hop (0 = off).
     pub throttle_us: AtomicU32,
+    /// Length of the host block the engine processed last, in samples. Written by the audio
+    /// thread (one relaxed store per `process`); the worker reads it to estimate when the
+    /// next hop can arrive.
+    pub last_block: AtomicU32,
+    /// The worker thread, so that an offline engine can wake it when it hands it a hop. Set
+    /// once by the worker; a realtime engine never touches it.
+    worker_thread: OnceLock<std::thread::Thread>,
     /// Why the worker failed, or what it fell back to. Never touched by the audio thread.
     message: Mutex<String>,
     /// The execution provider the model runs on. Never touched by the audio thread.
@@ -62,6 +69,8 @@ impl Default for Shared {
             busy_ns: AtomicU64::new(0),
             worker_load: AtomicF32::new(0.0),
             throttle_us: AtomicU32::new(0),
+            last_block: AtomicU32::new(0),
+            worker_thread: OnceLock::new(),
             message: Mutex::new(String::new()),
             provider: Mutex::new(String::new()),
             specs: Mutex::new(Vec::new()),
@@ -77,6 +86,19 @@ impl Shared {
             1 => WorkerState::Running,
             2 => WorkerState::Failed,
             _ => WorkerState::Stopped,
+        }
+    }
+
+    /// Registers the calling thread as the worker (worker side, once).
+    pub fn register_worker(&self) {
+        let _ = self.worker_thread.set(std::thread::current());
+    }
+
+    /// Wakes the worker if it is parked waiting for a hop. A system call when it was parked:
+    /// offline only, never on the realtime path. Does not allocate.
+    pub fn wake_worker(&self) {
+        if let Some(t) = self.worker_thread.get() {
+            t.unpark();
         }
     }
 

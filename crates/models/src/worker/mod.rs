@@ -3,8 +3,10 @@
 //! each tagged with its frame index. It owns the models; sessions are built here, off the
 //! audio thread.
 //!
-//! It never blocks the audio thread: it polls its input ring (sleeping briefly when there is
-//! nothing to do) and, when the mask ring is full, waits itself.
+//! It never blocks the audio thread. When its input ring is empty it waits as [`Waiter`] says:
+//! in realtime it sleeps until the next hop can first arrive and only then naps briefly until
+//! it does; offline the engine wakes it when it hands it a hop. When the mask ring is full it
+//! waits itself.
 //!
 //! # Several models
 //!
@@ -43,8 +45,100 @@ use voxsift_engine::{EngineConfig, Grid, WorkerLink};
 /// Builds the model on the worker thread.
 pub type ModelFactory = Box<dyn FnOnce() -> Result<Box<dyn MaskModel>, ModelError> + Send>;
 
-/// How long the worker sleeps when it has nothing to do.
+/// How long the worker naps while the mask ring is full.
 const POLL: Duration = Duration::from_micros(200);
+
+/// How the worker waits for its next hop.
+///
+/// Realtime: hops come from host blocks, so after one arrives the next cannot come before
+/// the next host call, nor (for blocks shorter than a hop) before enough calls to fill a hop:
+/// not before `max(B, P - B)` with `P` the hop and `B` the last block's duration (published by
+/// the engine). The worker sleeps once until just before then, naps for [`Waiter::FINE`]
+/// until the hop is there, and after `max(B, P) + B` plus a margin without one (the host has
+/// stopped calling) naps for [`Waiter::COARSE`]. A fixed 200 µs poll added up to a poll
+/// period plus timer slack to every hand-off; fine naps add at most one [`Waiter::FINE`]. On
+/// cx01 at 128-sample blocks the worker now wakes about 24 times per hop instead of 32
+/// (voluntary context switches of the whole render, less the pacing thread's; BENCHMARKS.md).
+///
+/// Offline: the engine wakes it ([`Shared::wake_worker`]) after every hop it hands over, so
+/// it parks with a [`Waiter::COARSE`] timeout as a fallback only.
+struct Waiter {
+    /// Whether the engine runs in realtime.
+    realtime: bool,
+    /// Host sample rate.
+    sample_rate: f64,
+    /// One hop of audio.
+    period: Duration,
+    /// When the last hop the worker had waited for was seen.
+    last: Option<Instant>,
+    /// Whether the worker has waited since it took its last hop.
+    waited: bool,
+}
+
+impl Waiter {
+    /// Nap near the expected arrival (and before the first hop).
+    const FINE: Duration = Duration::from_micros(50);
+    /// Nap when no hop is expected soon; the offline fallback.
+    const COARSE: Duration = Duration::from_millis(1);
+    /// Woken this long before the earliest expected arrival (host call jitter).
+    const EARLY: Duration = Duration::from_micros(300);
+    /// Kept napping finely this long after the latest expected arrival.
+    const LATE: Duration = Duration::from_millis(2);
+
+    /// For an engine with `cfg`.
+    fn new(cfg: &EngineConfig, grid: &Grid) -> Self {
+        Self {
+            realtime: cfg.run_mode == voxsift_engine::RunMode::Realtime,
+            sample_rate: cfg.sample_rate as f64,
+            period: Duration::from_secs_f64(grid.hop as f64 / cfg.sample_rate as f64),
+            last: None,
+            waited: false,
+        }
+    }
+
+    /// A hop was taken from the ring.
+    fn took(&mut self) {
+        if self.waited {
+            self.last = Some(Instant::now());
+        }
+        self.waited = false;
+    }
+
+    /// The ring is empty: waits a while (see the type's documentation).
+    fn wait(&mut self, shared: &Shared) {
+        self.waited = true;
+        if !self.realtime {
+            std::thread::park_timeout(Self::COARSE);
+            return;
+        }
+        let nap = match self.last {
+            Some(last) => {
+                let block = shared.last_block.load(Ordering::Relaxed).max(1) as f64;
+                Self::nap(
+                    last.elapsed(),
+                    Duration::from_secs_f64(block / self.sample_rate),
+                    self.period,
+                )
+            }
+            None => Self::FINE,
+        };
+        std::thread::park_timeout(nap);
+    }
+
+    /// How long to nap `since` the last awaited hop arrived, with host blocks of `block` and
+    /// hops of `period`.
+    fn nap(since: Duration, block: Duration, period: Duration) -> Duration {
+        let earliest = block.max(period.saturating_sub(block));
+        let latest = block.max(period) + block + Self::LATE;
+        if since + Self::EARLY < earliest {
+            earliest - Self::EARLY - since
+        } else if since < latest {
+            Self::FINE
+        } else {
+            Self::COARSE
+        }
+    }
+}
 
 /// Frames the rings hold.
 const RING_FRAMES: usize = 64;
@@ -576,6 +670,8 @@ fn run(
     let mut origin = 0u64; // host frame index of the first hop after the last reset
     let mut next_emit = 0u64; // next host frame (relative to origin) to send
     let mut load = 0.0f32;
+    let mut waiter = Waiter::new(&cfg, &grid);
+    shared.register_worker();
     shared.set_state(WorkerState::Running);
 
     while !shared.stop.load(Ordering::Acquire) {
@@ -583,9 +679,10 @@ fn run(
             if hops.is_abandoned() {
                 break;
             }
-            std::thread::sleep(POLL);
+            waiter.wait(shared);
             continue;
         };
+        waiter.took();
         let started = Instant::now();
         let throttle = shared.throttle_us.load(Ordering::Relaxed);
         if throttle > 0 {
@@ -657,6 +754,39 @@ fn run(
 mod tests {
     use super::*;
     use crate::synthetic::SyntheticModel;
+
+    #[test]
+    fn the_worker_sleeps_until_the_next_hop_can_arrive_then_naps_finely() {
+        let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
+        let hop = ms(10.0);
+        let nap = Waiter::nap;
+        // 128-sample blocks at 48 kHz (2.67 ms): the next hop needs 3 or 4 more blocks, so it
+        // cannot come before 7.33 ms; one sleep until 0.3 ms before that.
+        let b128 = ms(128.0 / 48.0);
+        let first = nap(Duration::ZERO, b128, hop);
+        assert!((first.as_secs_f64() - 0.007_033).abs() < 1e-5, "{first:?}");
+        // Woken a little later (spuriously): the rest of that sleep.
+        assert!((nap(ms(5.0), b128, hop).as_secs_f64() - 0.002_033).abs() < 1e-5);
+        // From then on until the latest arrival (10 + 2.67 + 2 ms): fine naps.
+        for t in [7.1, 9.0, 12.0, 14.6] {
+            assert_eq!(nap(ms(t), b128, hop), Waiter::FINE, "{t} ms");
+        }
+        // The host has stopped calling: coarse naps.
+        assert_eq!(nap(ms(14.8), b128, hop), Waiter::COARSE);
+        // 2048-sample blocks (42.7 ms) bring several hops per call: the next ones come with the
+        // next call.
+        let b2048 = ms(2048.0 / 48.0);
+        let first = nap(Duration::ZERO, b2048, hop);
+        assert!((first.as_secs_f64() - (2048.0 / 48_000.0 - 0.0003)).abs() < 1e-5);
+        assert_eq!(nap(ms(43.0), b2048, hop), Waiter::FINE);
+        assert_eq!(nap(ms(90.0), b2048, hop), Waiter::COARSE);
+        // A hop per block (480 samples): every 10 ms.
+        let b480 = ms(10.0);
+        assert!((nap(Duration::ZERO, b480, hop).as_secs_f64() - 0.0097).abs() < 1e-5);
+        // Tiny blocks still leave a nap no shorter than zero.
+        assert_eq!(nap(ms(100.0), ms(0.02), hop), Waiter::COARSE);
+        assert_eq!(nap(ms(9.7), ms(0.02), hop), Waiter::FINE);
+    }
 
     #[test]
     fn one_spec_gives_its_own_lookahead_and_lag() {
