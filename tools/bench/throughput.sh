@@ -13,7 +13,8 @@
 #                  .venv-bench/bin/python); without it the libdeepfilter rows are left out
 #   EVAL=DIR       the eval-audio folder (default ../shared/eval-audio)
 #
-# What is measured (every voxsift run is offline, linked channels, 512-sample blocks):
+# What is measured (every voxsift run is offline, linked channels, 512-sample blocks; the
+# --frames-per-call 8 rows run DFN3 over 8 frames per graph call):
 #   - wall: the whole CLI process (decode, model load, render, WAV write), timed here;
 #     throughput = seconds of audio / wall seconds.
 #   - render: the CLI's own figure for the render loop (engine + waiting for the worker).
@@ -104,6 +105,8 @@ echo "files: ${FILES[*]}" >&2
 for ((rep = 1; rep <= REPEAT; rep++)); do
   render_all "dfn3 t1 pinned" "$rep" taskset -c 0 "$VOXSIFT" render --threads 1 --no-mask-cache
   render_all "dfn3 t1" "$rep" "$VOXSIFT" render --threads 1 --no-mask-cache
+  render_all "dfn3 t1 pinned f8" "$rep" taskset -c 0 "$VOXSIFT" render --threads 1 --no-mask-cache --frames-per-call 8
+  render_all "dfn3 t1 f8" "$rep" "$VOXSIFT" render --threads 1 --no-mask-cache --frames-per-call 8
   render_all "dfn3 t2" "$rep" "$VOXSIFT" render --threads 2 --no-mask-cache
   render_all "synthetic t1" "$rep" "$VOXSIFT" render --threads 1 --no-mask-cache --synthetic-model 2
   # The mask cache: a fresh folder; store, then re-render with other settings (replay).
@@ -156,11 +159,13 @@ END {
   printf "### CLI throughput (DFN3, offline, no mask cache; %.1f s of audio per run, median of %d runs)\n\n", A["dfn3 t1"], repeat
   print "| configuration | wall s | throughput (audio s / wall s) | render-only throughput | worker RTF |"
   print "|---|---|---|---|---|"
-  split("dfn3 t1 pinned|dfn3 t1|dfn3 t2", T, "|")
+  split("dfn3 t1 pinned|dfn3 t1|dfn3 t2|dfn3 t1 pinned f8|dfn3 t1 f8", T, "|")
   label["dfn3 t1 pinned"] = "--threads 1, pinned to one core"
   label["dfn3 t1"] = "--threads 1"
   label["dfn3 t2"] = "--threads 2"
-  for (i = 1; i <= 3; i++) {
+  label["dfn3 t1 pinned f8"] = "--threads 1 --frames-per-call 8, pinned to one core"
+  label["dfn3 t1 f8"] = "--threads 1 --frames-per-call 8"
+  for (i = 1; i <= 5; i++) {
     c = T[i]
     printf "| %s | %.2f | %.1f | %.1f | %.4f |\n", label[c], W[c], A[c] / W[c], A[c] / R[c], K[c]
   }
@@ -172,6 +177,7 @@ END {
   printf "| dfn3, --threads 1, pinned | %.4f | %s |\n", K["dfn3 t1 pinned"], refrtf ? sprintf("%.2f", K["dfn3 t1 pinned"] / refrtf) : "-"
   printf "| dfn3, --threads 1 | %.4f | %s |\n", K["dfn3 t1"], refrtf ? sprintf("%.2f", K["dfn3 t1"] / refrtf) : "-"
   printf "| dfn3, --threads 2 | %.4f | %s |\n", K["dfn3 t2"], refrtf ? sprintf("%.2f", K["dfn3 t2"] / refrtf) : "-"
+  printf "| dfn3, --threads 1 --frames-per-call 8, pinned | %.4f | %s |\n", K["dfn3 t1 pinned f8"], refrtf ? sprintf("%.2f", K["dfn3 t1 pinned f8"] / refrtf) : "-"
   printf "| synthetic (test model, no inference) | %.4f | - |\n", K["synthetic t1"]
   if (refrtf) printf "| libdeepfilter (reference, pinned) | %.4f | 1.00 |\n", refrtf
   print "\n### Mask cache (DFN3, --threads 1)\n"

@@ -198,6 +198,12 @@ pub fn model_version(model: &ModelChoice) -> Result<[u8; 32], ModelError> {
                 graphs(&[g.enc, g.erb_dec, g.df_dec])
             }))
         }
+        ModelChoice::Dfn3Batched(frames) => {
+            let g = dfn3::EMBEDDED;
+            h.update(graphs(&[g.enc, g.erb_dec, g.df_dec]));
+            h.update(b"frames per call");
+            h.update((*frames as u64).to_le_bytes());
+        }
         ModelChoice::Dfn3Dir(dir) => {
             let [enc, erb_dec, df_dec] = dfn3::read_graphs(dir)?;
             return Ok(graphs(&[&enc, &erb_dec, &df_dec]));

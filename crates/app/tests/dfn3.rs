@@ -317,3 +317,83 @@ fn dfn3_resumes_only_from_sound_so_leading_silence_still_changes_nothing() {
         );
     }
 }
+
+#[test]
+fn batched_frames_per_call_match_frame_by_frame_and_stay_deterministic() {
+    let (mix, speech) = mixture("cx04", 3.0);
+    // Model level: the same masks, 7 frames later.
+    let k = 8;
+    let mut single = Dfn3::embedded(1, 1).expect("DFN3 loads");
+    let mut batched = Dfn3::batched(&dfn3::EMBEDDED, 1, &Default::default(), k).expect("loads");
+    assert_eq!(batched.spec().lookahead, dfn3::CONV_LOOKAHEAD + k - 1);
+    assert_eq!(batched.spec(), dfn3::batched_spec(k));
+    let bins = dfn3::SPEC.bins;
+    let mut m1 = vec![Default::default(); bins];
+    let mut mk = vec![Default::default(); bins];
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (g, hop) in mix.chunks_exact(HOP).enumerate() {
+        if let Some(t) = single.push_hop(0, hop, &mut m1).expect("runs") {
+            assert_eq!(t as usize + dfn3::CONV_LOOKAHEAD, g);
+            a.extend_from_slice(&m1);
+        }
+        if let Some(t) = batched.push_hop(0, hop, &mut mk).expect("runs") {
+            assert_eq!(
+                t as usize + dfn3::CONV_LOOKAHEAD + k - 1,
+                g,
+                "one mask per hop"
+            );
+            b.extend_from_slice(&mk);
+        }
+    }
+    assert!(b.len() / bins > 250, "{} masks", b.len() / bins);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y): (&num_complex::Complex32, _)| (x - y).norm())
+        .fold(0.0f32, f32::max);
+    println!(
+        "{} frames: largest mask difference {diff:e}",
+        b.len() / bins
+    );
+    assert!(diff < 1e-3, "batched masks differ by {diff}");
+    // Render level, with a stretch of digital silence that restarts the stream: the output
+    // does not depend on the host's blocks, is repeatable, and scores as frame by frame does.
+    let gap = vec![0.0f32; 30_000];
+    let with_gap = |x: &[f32]| [&x[..72_000], &gap[..], &x[72_000..]].concat();
+    let input = [with_gap(&mix)];
+    let speech = with_gap(&speech);
+    let opts = |model| RenderOptions {
+        params: model_params(),
+        model,
+        ..RenderOptions::default()
+    };
+    let fast = assert_block_size_invariant(
+        &input,
+        48_000,
+        &opts(voxsift_models::choice::ModelChoice::Dfn3Batched(k)),
+    );
+    let again = render(
+        &input,
+        48_000,
+        &opts(voxsift_models::choice::ModelChoice::Dfn3Batched(k)),
+        |_, _| {},
+    )
+    .expect("renders");
+    assert!(again.channels == fast, "two batched renders differ");
+    let plain = render(
+        &input,
+        48_000,
+        &opts(voxsift_models::choice::ModelChoice::Dfn3),
+        |_, _| {},
+    )
+    .expect("renders");
+    let (s_fast, s_plain) = (
+        si_sdr(&fast[0], &speech),
+        si_sdr(&plain.channels[0], &speech),
+    );
+    println!("SI-SDR: {k} frames per call {s_fast:.3} dB, frame by frame {s_plain:.3} dB");
+    assert!(
+        (s_fast - s_plain).abs() < 0.1,
+        "{s_fast:.3} vs {s_plain:.3} dB"
+    );
+}

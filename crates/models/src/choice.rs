@@ -23,6 +23,9 @@ pub enum ModelChoice {
     Dfn3,
     /// DeepFilterNet3 from a directory of stateful graphs.
     Dfn3Dir(PathBuf),
+    /// DeepFilterNet3, the embedded graphs, run this many frames per graph call (offline;
+    /// see [`Dfn3::batched`]): cheaper, not bit-identical to [`ModelChoice::Dfn3`].
+    Dfn3Batched(usize),
     /// The synthetic test model with this many frames of lookahead.
     Synthetic(usize),
     /// The synthetic test model with more settings (rate, cutoff), so that two of them give
@@ -306,7 +309,7 @@ impl ModelChoice {
     /// joined with `+` and the rule, e.g. `dfn3+htdemucs (max)`.
     pub fn name(&self) -> String {
         match self {
-            Self::Dfn3 | Self::Dfn3Dir(_) => "dfn3".into(),
+            Self::Dfn3 | Self::Dfn3Dir(_) | Self::Dfn3Batched(_) => "dfn3".into(),
             Self::Synthetic(_) | Self::SyntheticWith(_) => "synthetic".into(),
             Self::Separator(dir) => dir
                 .file_name()
@@ -368,6 +371,7 @@ impl ModelChoice {
     pub fn known_spec(&self) -> Option<ModelSpec> {
         match self {
             Self::Dfn3 | Self::Dfn3Dir(_) => Some(dfn3::SPEC),
+            Self::Dfn3Batched(n) => Some(dfn3::batched_spec(*n)),
             Self::Synthetic(la) => Some(SyntheticModel::new(1, *la).spec()),
             Self::SyntheticWith(s) if !s.deferred => {
                 Some(SyntheticModel::with_rate(1, s.lookahead, s.sample_rate).spec())
@@ -425,6 +429,10 @@ impl ModelChoice {
         match self.clone() {
             Self::Dfn3 => Box::new(move || {
                 Ok(Box::new(Dfn3::embedded_with(streams, &opts)?) as Box<dyn MaskModel>)
+            }),
+            Self::Dfn3Batched(n) => Box::new(move || {
+                Ok(Box::new(Dfn3::batched(&dfn3::EMBEDDED, streams, &opts, n)?)
+                    as Box<dyn MaskModel>)
             }),
             Self::Dfn3Dir(dir) => Box::new(move || {
                 let [enc, erb_dec, df_dec] = dfn3::read_graphs(&dir)?;
