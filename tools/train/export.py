@@ -14,6 +14,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import NOTES, check_onnx, errors_toml, model_toml  # noqa: E402
 from model import HOP, N_FFT, SAMPLE_RATE, VSep  # noqa: E402
 
 TOL = 1e-4
@@ -47,19 +48,7 @@ def main():
         model, (x,), str(onnx_path), dynamo=False, input_names=["mix"], output_names=["speech"],
         dynamic_axes={"mix": {2: "T"}, "speech": {2: "T"}}, opset_version=17,
     )
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    errors = {}
-    for n in LENGTHS:
-        xi = test_signal(n)
-        with torch.no_grad():
-            ref = model(torch.from_numpy(xi)).numpy()
-        got = sess.run(None, {"mix": xi})[0]
-        err = float(np.abs(got - ref).max())
-        rel = err / float(np.abs(ref).max() + 1e-12)
-        errors[n] = (err, rel)
-        print(f"graph vs torch, {n} samples: {err:.3g} ({rel:.3g} of peak)")
-        if not rel <= TOL:
-            sys.exit(f"export: the graph differs from torch by {rel:.3g} of the peak at {n} samples")
+    errors = check_onnx(onnx_path, model, lambda n: (test_signal(n),), ["mix"], LENGTHS, TOL)
     ref_dir = a.out / "reference"
     ref_dir.mkdir(exist_ok=True)
     mix = test_signal(64000)
@@ -90,63 +79,39 @@ file = "torch_forward.f32"
 shape = [1, 64000]
 what = "torch forward on the whole of mix: [1, samples] (the graph must match it within 1e-4 of its peak)"
 
-[errors]
-note = "max |graph - torch| and that over max |torch|, measured when exported"
-''' + "".join(f'"graph vs torch forward, {n} samples" = [{e:.3g}, {r:.3g}]\n' for n, (e, r) in errors.items())
+''' + errors_toml(errors)
     )
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     params = sum(p.numel() for p in model.parameters())
     (a.out / "model.toml").write_text(
-        f'''# {a.name}: written by tools/train/export.py
-
-format = 1
-name = "{a.name}"
-# changes whenever the weights or the graph change (for cache keys)
-version = "epoch{st.get("epoch", 0)}-{sha[:12]}"
-# The runtime knows "htdemucs" and "demucs-denoiser"; this is neither (a spectral-mask
-# network with its STFT inside the graph), but it has the denoiser's interface (waveform in,
-# speech waveform out, dynamic time axis), which is all the label selects.
-architecture = "demucs-denoiser"
-kind = "waveform"
-file = "model.onnx"
-sha256 = "{sha}"
-sample_rate = {SAMPLE_RATE}
-channels = 1
-sources = ["speech"]
-speech = "speech"
-# samples per run (the graph's fixed time axis); 0 = any length >= min_window
-window = 0
-min_window = {N_FFT}
-
-# defaults for windowed streaming (the runtime can override them)
-[schedule]
-window_ms = 3000
-lookahead_ms = 500
-step_ms = 500
-
-[[input]]
-name = "mix"
-kind = "waveform"
-shape = [1, 1, -1]
-layout = "batch, channel, sample"
-
-[[output]]
-name = "speech"
-kind = "waveform"
-shape = [1, 1, -1]
-layout = "batch, channel, sample"
-
-[provenance]
-source = "Voxsift, tools/train (trained on packaged Debian audio, see MODEL_CARD.md)"
-license = "CC-BY-SA-3.0"
-weights = "tools/train/train.py, epoch {st.get("epoch", 0)}, validation SI-SDR {st.get("valid_si_sdr", float("nan")):.2f} dB"
-exporter = "tools/train/export.py, torch {torch.__version__} TorchScript exporter, opset 17; checked with onnxruntime {ort.__version__}"
-
-[provenance.config]
-n_fft = {N_FFT}
-hop = {HOP}
-parameters = {params}
-'''
+        model_toml(
+            f"{a.name}: written by tools/train/export.py",
+            name=a.name,
+            version=f"epoch{st.get('epoch', 0)}-{sha[:12]}",
+            architecture="demucs-denoiser",
+            sha256=sha,
+            sample_rate=SAMPLE_RATE,
+            min_window=N_FFT,
+            schedule={"window_ms": 3000, "lookahead_ms": 500, "step_ms": 500},
+            inputs=[("mix", "waveform")],
+            provenance={
+                "source": "Voxsift, tools/train (trained on packaged Debian audio, see MODEL_CARD.md)",
+                "license": "CC-BY-SA-3.0",
+                "weights": f"tools/train/train.py, epoch {st.get('epoch', 0)}, validation SI-SDR "
+                f"{st.get('valid_si_sdr', float('nan')):.2f} dB",
+                "exporter": f"tools/train/export.py, torch {torch.__version__} TorchScript exporter, "
+                f"opset 17; checked with onnxruntime {ort.__version__}",
+            },
+            config={"n_fft": N_FFT, "hop": HOP, "parameters": params},
+            notes={
+                **NOTES,
+                "architecture": (
+                    'The runtime knows "htdemucs" and "demucs-denoiser"; this is neither (a spectral-mask\n'
+                    "network with its STFT inside the graph), but it has the denoiser's interface (waveform in,\n"
+                    "speech waveform out, dynamic time axis), which is all the label selects."
+                ),
+            },
+        )
     )
     print(f"wrote {a.out} (sha256 {sha[:12]}, {onnx_path.stat().st_size / 1e6:.1f} MB)")
 

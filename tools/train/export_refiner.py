@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import refiner as R  # noqa: E402
+from common import NOTES, check_onnx, errors_toml, model_toml  # noqa: E402
 
 TOL = 1e-4
 LENGTHS = [4096, 4097, 48000, 96000, 150001]
@@ -60,19 +61,7 @@ def main():
         # second DFT matrix; ONNX Runtime folds them when it loads the graph instead.
         do_constant_folding=False,
     )
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    errors = {}
-    for n in LENGTHS:
-        m, d = test_signals(n)
-        with torch.no_grad():
-            ref = model(torch.from_numpy(m), torch.from_numpy(d)).numpy()
-        got = sess.run(None, {"mix": m, "dfn3": d})[0]
-        err = float(np.abs(got - ref).max())
-        rel = err / float(np.abs(ref).max() + 1e-12)
-        errors[n] = (err, rel)
-        print(f"graph vs torch, {n} samples: {err:.3g} ({rel:.3g} of peak)")
-        if not rel <= TOL:
-            sys.exit(f"export: the graph differs from torch by {rel:.3g} of the peak at {n} samples")
+    errors = check_onnx(onnx_path, model, test_signals, ["mix", "dfn3"], LENGTHS, TOL)
     ref_dir = a.out / "reference"
     ref_dir.mkdir(exist_ok=True)
     m, d = test_signals(96000)
@@ -108,74 +97,47 @@ file = "torch_forward.f32"
 shape = [1, 96000]
 what = "torch forward (torch.stft, as trained) on the whole of both: [1, samples] (the graph must match it within 1e-4 of its peak)"
 
-[errors]
-note = "max |graph - torch| and that over max |torch|, measured when exported"
-''' + "".join(f'"graph vs torch forward, {n} samples" = [{e:.3g}, {r:.3g}]\n' for n, (e, r) in errors.items())
+''' + errors_toml(errors)
     )
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     params = sum(p.numel() for p in model.parameters())
     v = st.get("valid", {})
     (a.out / "model.toml").write_text(
-        f'''# {a.name}: written by tools/train/export_refiner.py
-
-format = 1
-name = "{a.name}"
-# changes whenever the weights or the graph change (for cache keys)
-version = "epoch{st.get("epoch", 0)}-{sha[:12]}"
-# Refines DeepFilterNet3's estimate: inputs are the mix and DFN3's speech estimate of it.
-architecture = "dfn3-refiner"
-kind = "waveform"
-file = "model.onnx"
-sha256 = "{sha}"
-sample_rate = {R.SAMPLE_RATE}
-channels = 1
-sources = ["speech"]
-speech = "speech"
-# samples per run (the graph's fixed time axis); 0 = any length >= min_window
-window = 0
-min_window = {R.N_FFT * 2}
-# the masks reproduce the graph's output (complex V / X per bin), not a Wiener mask
-mask = "ratio"
-
-# defaults for windowed streaming (the runtime can override them)
-[schedule]
-window_ms = 2000
-lookahead_ms = 300
-step_ms = 400
-crossfade_ms = 200
-
-[[input]]
-name = "mix"
-kind = "waveform"
-shape = [1, 1, -1]
-layout = "batch, channel, sample"
-
-[[input]]
-name = "dfn3"
-kind = "reference"
-shape = [1, 1, -1]
-layout = "batch, channel, sample"
-
-[[output]]
-name = "speech"
-kind = "waveform"
-shape = [1, 1, -1]
-layout = "batch, channel, sample"
-
-[provenance]
-source = "Voxsift, tools/train (trained on packaged Debian audio, see MODEL_CARD.md)"
-license = "CC-BY-SA-3.0"
-weights = "{a.command}: tools/train/train_refiner.py, epoch {st.get("epoch", 0)}, validation SI-SDR {v.get("valid_si_sdr", float("nan"))} dB (DFN3 alone {v.get("valid_dfn3_si_sdr", float("nan"))} dB)"
-exporter = "tools/train/export_refiner.py, torch {torch.__version__} TorchScript exporter, opset 17; checked with onnxruntime {ort.__version__}"
-
-[provenance.config]
-n_fft = {R.N_FFT}
-hop = {R.HOP}
-cutoff_hz = {R.CUTOFF_HZ}
-bins = {R.BINS}
-variant = "{model.variant}"
-parameters = {params}
-'''
+        model_toml(
+            f"{a.name}: written by tools/train/export_refiner.py",
+            name=a.name,
+            version=f"epoch{st.get('epoch', 0)}-{sha[:12]}",
+            architecture="dfn3-refiner",
+            sha256=sha,
+            sample_rate=R.SAMPLE_RATE,
+            min_window=R.N_FFT * 2,
+            mask="ratio",
+            schedule={"window_ms": 2000, "lookahead_ms": 300, "step_ms": 400, "crossfade_ms": 200},
+            inputs=[("mix", "waveform"), ("dfn3", "reference")],
+            provenance={
+                "source": "Voxsift, tools/train (trained on packaged Debian audio, see MODEL_CARD.md)",
+                "license": "CC-BY-SA-3.0",
+                "weights": f"{a.command}: tools/train/train_refiner.py, epoch {st.get('epoch', 0)}, "
+                f"validation SI-SDR {v.get('valid_si_sdr', float('nan'))} dB "
+                f"(DFN3 alone {v.get('valid_dfn3_si_sdr', float('nan'))} dB)",
+                "exporter": f"tools/train/export_refiner.py, torch {torch.__version__} TorchScript "
+                f"exporter, opset 17; checked with onnxruntime {ort.__version__}",
+            },
+            config={
+                "n_fft": R.N_FFT,
+                "hop": R.HOP,
+                "cutoff_hz": R.CUTOFF_HZ,
+                "bins": R.BINS,
+                "variant": model.variant,
+                "parameters": params,
+            },
+            notes={
+                **NOTES,
+                "architecture": "Refines DeepFilterNet3's estimate: inputs are the mix and DFN3's "
+                "speech estimate of it.",
+                "mask": "the masks reproduce the graph's output (complex V / X per bin), not a Wiener mask",
+            },
+        )
     )
     print(f"wrote {a.out} (sha256 {sha[:12]}, {onnx_path.stat().st_size / 1e6:.1f} MB)")
 

@@ -6,11 +6,11 @@ a sigmoid magnitude mask, and the inverse STFT (conv_transpose1d, overlap-add). 
 output are waveforms [1, 1, T] at 16 kHz, any T.
 """
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import common
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
@@ -19,23 +19,10 @@ BINS = N_FFT // 2 + 1
 
 
 def dft_basis():
-    n = torch.arange(N_FFT, dtype=torch.float64)
-    k = torch.arange(BINS, dtype=torch.float64)[:, None]
-    # sqrt of the periodic Hann window, for analysis and synthesis: their product, overlap-added
-    # at hop N/4, is the constant 2.
-    win = torch.sqrt(0.5 - 0.5 * torch.cos(2 * math.pi * n / N_FFT))
-    ang = 2 * math.pi * k * n / N_FFT
-    re = torch.cos(ang) * win
-    im = -torch.sin(ang) * win
-    analysis = torch.cat([re, im], 0)[:, None, :]  # [2B, 1, N]
-    # Inverse real DFT weights: bins 1..N/2-1 count twice.
-    c = torch.full((BINS, 1), 2.0, dtype=torch.float64)
-    c[0] = 1.0
-    c[-1] = 1.0
-    sre = torch.cos(ang) * win * c / N_FFT
-    sim = -torch.sin(ang) * win * c / N_FFT
-    synthesis = torch.cat([sre, sim], 0)[:, None, :] / 2.0  # overlap-add normalisation
-    return analysis.float(), synthesis.float()
+    """Analysis kernels [2B, 1, N] and synthesis kernels (inverse real DFT, overlap-add
+    normalisation included) of all bins, Nyquist bin included."""
+    analysis, scale = common.dft_basis(N_FFT, BINS)
+    return analysis.float(), (analysis * scale[:, None, None]).float()
 
 
 class Block(nn.Module):

@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import common
+
 SAMPLE_RATE = 48000
 N_FFT = 2048
 HOP = 512
@@ -53,24 +55,10 @@ VARIANTS = ("mix", "gate")
 PAD = N_FFT - HOP
 
 
-def window():
-    n = torch.arange(N_FFT, dtype=torch.float64)
-    return torch.sqrt(0.5 - 0.5 * torch.cos(2 * math.pi * n / N_FFT))
-
-
 def dft_basis():
     """Analysis kernels [2K, 1, N] for the low K bins, and the per-kernel scale [2K, 1, 1] that
     turns them into the synthesis kernels (so that the graph stores one DFT matrix)."""
-    win = window()
-    n = torch.arange(N_FFT, dtype=torch.float64)
-    k = torch.arange(BINS, dtype=torch.float64)[:, None]
-    ang = 2 * math.pi * k * n / N_FFT
-    analysis = torch.cat([torch.cos(ang) * win, -torch.sin(ang) * win], 0)[:, None, :]
-    # Inverse real DFT: bins 1..N/2-1 count twice (bin 0 once; the Nyquist bin is not here);
-    # sqrt-Hann analysis x synthesis = Hann, which overlap-adds to 2 at hop N/4.
-    c = torch.full((BINS,), 2.0, dtype=torch.float64)
-    c[0] = 1.0
-    scale = torch.cat([c, c]) / N_FFT / 2.0
+    analysis, scale = common.dft_basis(N_FFT, BINS)
     return analysis.float(), scale.float()[:, None, None]
 
 
@@ -93,7 +81,7 @@ class Refiner(nn.Module):
         a, s = dft_basis()
         self.register_buffer("analysis", a, persistent=False)
         self.register_buffer("syn_scale", s, persistent=False)
-        self.register_buffer("win", window().float(), persistent=False)
+        self.register_buffer("win", common.sqrt_hann(N_FFT).float(), persistent=False)
         self.inp = nn.Conv1d(3 * BINS, ch, 3, padding=1)
         self.blocks = nn.ModuleList([Block(ch, d) for d in dilations])
         self.out = nn.Conv1d(ch, (2 if variant == "mix" else 1) * BINS, 1)

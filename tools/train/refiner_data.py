@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import crop, reverb, rms, tilt  # noqa: E402
+
 SR = 48000
+REVERB_S = 0.4  # the longest reverb (RT60)
 SEG_S = 10.0
 
 
@@ -76,36 +80,6 @@ def bandwidth(package):
     sys.exit(f"refiner_data.py: no source rate known for speech package {package} (SOURCE_RATE)")
 
 
-def crop(rng, arr, n):
-    if len(arr) <= n:
-        arr = np.tile(arr, n // len(arr) + 1)
-    s = rng.integers(0, len(arr) - n)
-    return arr[s : s + n].copy()
-
-
-def tilt(rng, x):
-    db = rng.uniform(-4, 4)
-    spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(len(x), 1 / SR)
-    g = 10 ** (db * np.log2(np.maximum(f, 50) / 1000) / 20)
-    return np.fft.irfft(spec * np.minimum(g, 8), len(x)).astype(np.float32)
-
-
-def reverb(rng, x):
-    rt = rng.uniform(0.1, 0.4)
-    n = int(rt * SR)
-    t = np.arange(n) / SR
-    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt)
-    ir[0] = 1.0 / rng.uniform(0.3, 1.0)
-    ir /= np.sqrt(np.sum(ir**2))
-    y = np.fft.irfft(np.fft.rfft(x, len(x) + n) * np.fft.rfft(ir, len(x) + n))[: len(x)]
-    return y.astype(np.float32)
-
-
-def rms(x):
-    return float(np.sqrt(np.mean(x**2) + 1e-12))
-
-
 def example(rng, pools, seg):
     """(mix, speech, row): 80 % speech + music/noise, 10 % speech only, 10 % music only."""
     kind = rng.random()
@@ -117,18 +91,18 @@ def example(rng, pools, seg):
         row["speaker"] = who
         speech = crop(rng, arr, seg)
         if rng.random() < 0.25:
-            speech = reverb(rng, speech)
+            speech = reverb(rng, speech, SR, REVERB_S)
         if rng.random() < 0.5:
-            speech = tilt(rng, speech)
+            speech = tilt(rng, speech, SR)
     if kind > 0.1:
         role = "noise" if ("noise" in pools and rng.random() < 0.15) else "music"
         who, arr = pools[role][rng.integers(len(pools[role]))]
         row["music"] = who
         other = crop(rng, arr, seg)
         if rng.random() < 0.5:
-            other = tilt(rng, other)
+            other = tilt(rng, other, SR)
         if rng.random() < 0.2:
-            other = reverb(rng, other)
+            other = reverb(rng, other, SR, REVERB_S)
         if rng.random() < 0.3:
             who, arr = pools["music"][rng.integers(len(pools["music"]))]
             other = other + crop(rng, arr, seg) * rng.uniform(0.3, 1.0)

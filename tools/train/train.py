@@ -19,9 +19,13 @@ import torch
 from scipy.signal import resample_poly
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import crop, reverb, rms, tilt  # noqa: E402
+from common import resume, save_checkpoint, train_epoch, write_log  # noqa: E402
 from model import SAMPLE_RATE, VSep  # noqa: E402
 
 SEG = 4 * SAMPLE_RATE
+REVERB_S = 0.5  # the longest reverb (RT60)
+CURVES = [("valid_si_sdr", "model"), ("valid_mix_si_sdr", "mixture", "--")]
 
 
 def load_pool(data, manifest, split):
@@ -62,37 +66,6 @@ def load_pool(data, manifest, split):
     return pool
 
 
-def crop(rng, arr, n):
-    if len(arr) <= n:
-        arr = np.tile(arr, n // len(arr) + 1)
-    s = rng.integers(0, len(arr) - n)
-    return arr[s : s + n].copy()
-
-
-def tilt(rng, x):
-    """EQ tilt of -6..+6 dB per octave-ish, around 1 kHz, applied in the frequency domain."""
-    db = rng.uniform(-4, 4)
-    spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
-    g = 10 ** (db * np.log2(np.maximum(f, 50) / 1000) / 20)
-    return np.fft.irfft(spec * np.minimum(g, 8), len(x)).astype(np.float32)
-
-
-def reverb(rng, x):
-    rt = rng.uniform(0.1, 0.5)
-    n = int(rt * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt)
-    ir[0] = 1.0 / rng.uniform(0.3, 1.0)
-    ir /= np.sqrt(np.sum(ir**2))
-    y = np.fft.irfft(np.fft.rfft(x, len(x) + n) * np.fft.rfft(ir, len(x) + n))[: len(x)]
-    return y.astype(np.float32)
-
-
-def rms(x):
-    return np.sqrt(np.mean(x**2) + 1e-12)
-
-
 def example(rng, pool):
     """(mixture, speech) at 16 kHz, SEG samples."""
     kind = rng.random()
@@ -102,15 +75,15 @@ def example(rng, pool):
         who, arr = pool["speech"][rng.integers(len(pool["speech"]))]
         speech = crop(rng, arr, SEG)
         if rng.random() < 0.3:
-            speech = reverb(rng, speech)
+            speech = reverb(rng, speech, SAMPLE_RATE, REVERB_S)
         if rng.random() < 0.5:
-            speech = tilt(rng, speech)
+            speech = tilt(rng, speech, SAMPLE_RATE)
     if kind > 0.1:  # music (or some noise) present
         role = "noise" if ("noise" in pool and rng.random() < 0.15) else "music"
         who, arr = pool[role][rng.integers(len(pool[role]))]
         other = crop(rng, arr, SEG)
         if rng.random() < 0.5:
-            other = tilt(rng, other)
+            other = tilt(rng, other, SAMPLE_RATE)
         if rng.random() < 0.3:  # a second music excerpt on top
             who, arr = pool["music"][rng.integers(len(pool["music"]))]
             other = other + crop(rng, arr, SEG) * rng.uniform(0.3, 1.0)
@@ -142,27 +115,6 @@ def si_sdr(est, ref):
     a = (est * ref).sum(-1, keepdims=True) / ((ref**2).sum(-1, keepdims=True) + 1e-10)
     t = a * ref
     return 10 * np.log10(((t**2).sum(-1) + 1e-10) / (((est - t) ** 2).sum(-1) + 1e-10))
-
-
-def plot(log, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in log]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].plot(ep, [r["train_loss"] for r in log])
-    ax[0].set_xlabel("epoch")
-    ax[0].set_ylabel("train loss (thresholded -SDR, dB)")
-    ax[1].plot(ep, [r["valid_si_sdr"] for r in log], label="model")
-    ax[1].plot(ep, [r["valid_mix_si_sdr"] for r in log], "--", label="mixture")
-    ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel("validation SI-SDR (dB)")
-    ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def main():
@@ -202,31 +154,18 @@ def main():
     model = VSep()
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     ck = a.run / "checkpoint.pt"
-    log, epoch, best = [], 0, -1e9
     rng = np.random.default_rng(a.seed)
-    elapsed = 0.0
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        log, epoch, best, elapsed = st["log"], st["epoch"], st["best"], st["elapsed"]
-        rng.bit_generator.state = st["rng"]
-        torch.set_rng_state(st["torch_rng"])
-        print(f"resumed at epoch {epoch} ({elapsed / 60:.1f} min)", flush=True)
+    log, epoch, best, elapsed = resume(ck, model, opt, rng)
     params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {params}", flush=True)
     t0 = time.time() - elapsed
+
+    def step_loss():
+        m, s = batch(rng, train, a.batch)
+        return loss_fn(model(m), s, m)
+
     while time.time() - t0 < a.minutes * 60:
-        model.train()
-        losses = []
-        for _ in range(a.steps_per_epoch):
-            m, s = batch(rng, train, a.batch)
-            loss = loss_fn(model(m), s, m)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            losses.append(loss.item())
+        train_loss = train_epoch(model, opt, a.steps_per_epoch, step_loss)
         epoch += 1
         model.eval()
         with torch.no_grad():
@@ -236,7 +175,7 @@ def main():
             "epoch": epoch,
             "step": epoch * a.steps_per_epoch,
             "minutes": round((time.time() - t0) / 60, 2),
-            "train_loss": round(float(np.mean(losses)), 4),
+            "train_loss": round(train_loss, 4),
             "valid_si_sdr": round(v, 3),
             "valid_mix_si_sdr": round(mix_sdr, 3),
         }
@@ -245,24 +184,8 @@ def main():
         if v > best:
             best = v
             torch.save({"model": model.state_dict(), "epoch": epoch, "valid_si_sdr": v}, a.run / "best.pt")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "log": log,
-                "epoch": epoch,
-                "best": best,
-                "elapsed": time.time() - t0,
-                "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-            },
-            ck,
-        )
-        with open(a.run / "log.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            w.writeheader()
-            w.writerows(log)
-        plot(log, a.run / "curves.png")
+        save_checkpoint(ck, model, opt, rng, log, epoch, best, time.time() - t0)
+        write_log(a.run, log, CURVES, "validation SI-SDR (dB)")
     print(f"done: {epoch} epochs, best validation SI-SDR {best:.2f} dB (mixture {mix_sdr:.2f} dB)")
 
 

@@ -25,8 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import refiner as R  # noqa: E402
+from common import resume, save_checkpoint, train_epoch, write_log  # noqa: E402
 
 SKIP = int(0.5 * R.SAMPLE_RATE)  # DFN3 starts cold at each file's start: not trained on
+CURVES = [("valid_si_sdr", "refiner"), ("valid_dfn3_si_sdr", "DFN3 alone", "--")]
 
 
 def load_split(data, split):
@@ -114,27 +116,6 @@ def validate(model, items):
     }
 
 
-def plot(log, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in log]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].plot(ep, [r["train_loss"] for r in log])
-    ax[0].set_xlabel("epoch")
-    ax[0].set_ylabel("train loss (thresholded -SDR, dB)")
-    ax[1].plot(ep, [r["valid_si_sdr"] for r in log], label="refiner")
-    ax[1].plot(ep, [r["valid_dfn3_si_sdr"] for r in log], "--", label="DFN3 alone")
-    ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel("validation SI-SDR, bins < 8 kHz (dB)")
-    ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
@@ -165,36 +146,28 @@ def main():
     model = R.Refiner(variant=a.variant)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     ck = a.run / "checkpoint.pt"
-    log, epoch, best, elapsed = [], 0, -1e9, 0.0
     rng = np.random.default_rng(a.seed)
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
+
+    def same_variant(st):
         if st.get("variant", "mix") != a.variant:
             raise SystemExit(f"{ck} holds a {st.get('variant', 'mix')!r} model, not {a.variant!r}")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        log, epoch, best, elapsed = st["log"], st["epoch"], st["best"], st["elapsed"]
-        rng.bit_generator.state = st["rng"]
-        torch.set_rng_state(st["torch_rng"])
-        print(f"resumed at epoch {epoch} ({elapsed / 60:.1f} min)", flush=True)
-    else:
+
+    fresh = not ck.exists()
+    log, epoch, best, elapsed = resume(ck, model, opt, rng, check=same_variant)
+    if fresh:
         model.eval()
         v, lk = validate(model, valid)
         print(f"untrained: {v} leak {lk}", flush=True)
     print(f"parameters: {sum(p.numel() for p in model.parameters())}", flush=True)
     t0 = time.time() - elapsed
+
+    def step_loss():
+        mix, speech, dfn3, bws = batch(rng, train, a.batch, seg)
+        _, est_spec = model(mix, dfn3, with_spec=True)
+        return loss_fn(model, est_spec, speech, mix, bws, tau=a.tau)
+
     while time.time() - t0 < a.minutes * 60:
-        model.train()
-        losses = []
-        for _ in range(a.steps_per_epoch):
-            mix, speech, dfn3, bws = batch(rng, train, a.batch, seg)
-            _, est_spec = model(mix, dfn3, with_spec=True)
-            loss = loss_fn(model, est_spec, speech, mix, bws, tau=a.tau)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            losses.append(loss.item())
+        train_loss = train_epoch(model, opt, a.steps_per_epoch, step_loss)
         epoch += 1
         model.eval()
         v, lk = validate(model, valid)
@@ -202,7 +175,7 @@ def main():
             "epoch": epoch,
             "step": epoch * a.steps_per_epoch,
             "minutes": round((time.time() - t0) / 60, 2),
-            "train_loss": round(float(np.mean(losses)), 4),
+            "train_loss": round(train_loss, 4),
             "valid_si_sdr": round(v["model"], 3),
             "valid_dfn3_si_sdr": round(v["dfn3"], 3),
             "valid_mix_si_sdr": round(v["mix"], 3),
@@ -217,25 +190,10 @@ def main():
                 {"model": model.state_dict(), "epoch": epoch, "valid": row, "variant": a.variant},
                 a.run / "best.pt",
             )
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "variant": a.variant,
-                "opt": opt.state_dict(),
-                "log": log,
-                "epoch": epoch,
-                "best": best,
-                "elapsed": time.time() - t0,
-                "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-            },
-            ck,
+        save_checkpoint(
+            ck, model, opt, rng, log, epoch, best, time.time() - t0, extra={"variant": a.variant}
         )
-        with open(a.run / "log.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            w.writeheader()
-            w.writerows(log)
-        plot(log, a.run / "curves.png")
+        write_log(a.run, log, CURVES, "validation SI-SDR, bins < 8 kHz (dB)")
     print(f"done: {epoch} epochs, best validation SI-SDR {best:.2f} dB")
 
 

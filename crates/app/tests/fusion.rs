@@ -506,3 +506,41 @@ fn the_cli_renders_with_an_exported_separator_alone_and_in_studio() {
         assert!(again == y, "{args:?}: two renders differ");
     }
 }
+
+#[test]
+fn frames_per_call_renders_as_the_library_does_and_is_refused_where_it_cannot_apply() {
+    let dir = scratch("cli-frames-per-call");
+    let x = signal(48_000, 1.5, 51);
+    let input = wav(&dir, &x);
+    let out = dir.join("out.wav");
+    let (code, stderr) = cli(&input, &out, ["--frames-per-call", "8"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let opts = RenderOptions {
+        model: ModelChoice::Dfn3Batched(8),
+        ..RenderOptions::default()
+    };
+    let want = render(&[x], 48_000, &opts, |_, _| {}).expect("renders");
+    assert!(read(&out) == want.channels[0], "the CLI render differs");
+    for (args, says) in [
+        (vec!["--frames-per-call", "0"], "from 1 to"),
+        (vec!["--frames-per-call", "1001"], "from 1 to"),
+        (
+            vec!["--frames-per-call", "8", "--mode", "realtime-sim"],
+            "offline",
+        ),
+        (
+            vec!["--frames-per-call", "8", "--model", "synthetic"],
+            "DeepFilterNet3 alone",
+        ),
+        (
+            vec!["--frames-per-call", "8", "--preset", "studio"],
+            "DeepFilterNet3 alone",
+        ),
+    ] {
+        let refused = dir.join("refused.wav");
+        let (code, stderr) = cli(&input, &refused, &args);
+        assert_ne!(code, Some(0), "{args:?} was accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!refused.exists(), "{args:?} wrote an output");
+    }
+}

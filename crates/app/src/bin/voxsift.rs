@@ -328,6 +328,25 @@ fn presets(p: &PostArgs) -> Result<(Option<Preset>, Option<&PathBuf>)> {
 /// The models the settings ask for: `--preset`, `--model` (fused when repeated), or the
 /// legacy `--model-dir`/`--synthetic-model`; DFN3 by default.
 fn model_choice(s: &Settings) -> Result<ModelChoice> {
+    if s.frames_per_call != 1 {
+        let max = voxsift_models::dfn3::MAX_FRAMES_PER_CALL;
+        if !(1..=max).contains(&s.frames_per_call) {
+            bail!("--frames-per-call must be from 1 to {max}");
+        }
+        if !matches!(s.mode, Mode::Offline) {
+            bail!("--frames-per-call is for offline renders: it adds latency");
+        }
+        let live = s.preset != Some(Preset::Studio)
+            && s.models.is_empty()
+            && s.model_dir.is_none()
+            && s.synthetic_model.is_none();
+        if !live {
+            bail!(
+                "--frames-per-call runs the embedded DeepFilterNet3 alone (Live): not with \
+                 --preset studio, --model, --model-dir or --synthetic-model"
+            );
+        }
+    }
     let live = match (&s.synthetic_model, &s.model_dir) {
         (Some(la), _) => ModelChoice::Synthetic(*la),
         (None, Some(dir)) => ModelChoice::Dfn3Dir(dir.clone()),
@@ -374,20 +393,9 @@ fn model_choice(s: &Settings) -> Result<ModelChoice> {
             rule: s.fuse.unwrap_or_default(),
         },
     };
-    let model = match s.frames_per_call {
-        1 => model,
-        n if !(1..=voxsift_models::dfn3::MAX_FRAMES_PER_CALL).contains(&n) => bail!(
-            "--frames-per-call must be from 1 to {}",
-            voxsift_models::dfn3::MAX_FRAMES_PER_CALL
-        ),
-        _ if !matches!(s.mode, Mode::Offline) => {
-            bail!("--frames-per-call is for offline renders: it adds latency")
-        }
-        n if matches!(model, ModelChoice::Dfn3) => ModelChoice::Dfn3Batched(n),
-        _ => bail!(
-            "--frames-per-call runs the embedded DeepFilterNet3 alone (Live): not with \
-             --preset studio, --model, --model-dir or --synthetic-model"
-        ),
+    let model = match model {
+        ModelChoice::Dfn3 if s.frames_per_call > 1 => ModelChoice::Dfn3Batched(s.frames_per_call),
+        m => m,
     };
     model.check()?;
     let schedule = [

@@ -57,8 +57,13 @@ const POLL: Duration = Duration::from_micros(200);
 /// until the hop is there, and after `max(B, P) + B` plus a margin without one (the host has
 /// stopped calling) naps for [`Waiter::COARSE`]. A fixed 200 µs poll added up to a poll
 /// period plus timer slack to every hand-off; fine naps add at most one [`Waiter::FINE`]. On
-/// cx01 at 128-sample blocks the worker now wakes about 24 times per hop instead of 32
+/// cx01 at 128-sample blocks the worker now wakes about 26 times per hop instead of 33
 /// (voluntary context switches of the whole render, less the pacing thread's; BENCHMARKS.md).
+///
+/// A host may call faster than real time although it is not offline (a test feeding blocks
+/// every 3 ms, a host rendering ahead). When a hop is already waiting as the long sleep ends,
+/// the worker overslept: for the next [`Waiter::DISTRUST_HOPS`] hops it then polls every
+/// 200 µs, as it always did before.
 ///
 /// Offline: the engine wakes it ([`Shared::wake_worker`]) after every hop it hands over, so
 /// it parks with a [`Waiter::COARSE`] timeout as a fallback only.
@@ -73,6 +78,10 @@ struct Waiter {
     last: Option<Instant>,
     /// Whether the worker has waited since it took its last hop.
     waited: bool,
+    /// Whether its last nap was the long sleep up to the expected arrival.
+    long_nap: bool,
+    /// Hops left during which it does not sleep long (after it overslept).
+    distrust: u32,
 }
 
 impl Waiter {
@@ -81,9 +90,11 @@ impl Waiter {
     /// Nap when no hop is expected soon; the offline fallback.
     const COARSE: Duration = Duration::from_millis(1);
     /// Woken this long before the earliest expected arrival (host call jitter).
-    const EARLY: Duration = Duration::from_micros(300);
+    const EARLY: Duration = Duration::from_micros(500);
     /// Kept napping finely this long after the latest expected arrival.
     const LATE: Duration = Duration::from_millis(2);
+    /// Hops without long sleeps after the worker overslept one (0.5 s at 10 ms hops).
+    const DISTRUST_HOPS: u32 = 50;
 
     /// For an engine with `cfg`.
     fn new(cfg: &EngineConfig, grid: &Grid) -> Self {
@@ -93,6 +104,8 @@ impl Waiter {
             period: Duration::from_secs_f64(grid.hop as f64 / cfg.sample_rate as f64),
             last: None,
             waited: false,
+            long_nap: false,
+            distrust: 0,
         }
     }
 
@@ -101,7 +114,14 @@ impl Waiter {
         if self.waited {
             self.last = Some(Instant::now());
         }
+        if self.waited && self.long_nap {
+            // It was there as soon as the long sleep ended: the host calls faster than that.
+            self.distrust = Self::DISTRUST_HOPS;
+        } else {
+            self.distrust = self.distrust.saturating_sub(1);
+        }
         self.waited = false;
+        self.long_nap = false;
     }
 
     /// The ring is empty: waits a while (see the type's documentation).
@@ -111,31 +131,42 @@ impl Waiter {
             std::thread::park_timeout(Self::COARSE);
             return;
         }
-        let nap = match self.last {
-            Some(last) => {
-                let block = shared.last_block.load(Ordering::Relaxed).max(1) as f64;
-                Self::nap(
-                    last.elapsed(),
-                    Duration::from_secs_f64(block / self.sample_rate),
-                    self.period,
-                )
-            }
-            None => Self::FINE,
-        };
+        let block = shared.last_block.load(Ordering::Relaxed).max(1) as f64;
+        let block = Duration::from_secs_f64(block / self.sample_rate);
+        let nap = self.plan(self.last.map(|l| l.elapsed()), block);
         std::thread::park_timeout(nap);
     }
 
+    /// The nap to take `since` the last awaited hop arrived (none yet: `None`), with host
+    /// blocks of `block`; remembers whether it is the long sleep.
+    fn plan(&mut self, since: Option<Duration>, block: Duration) -> Duration {
+        self.waited = true;
+        let (nap, long) = match since {
+            Some(since) => Self::nap(since, block, self.period),
+            None => (Self::FINE, false),
+        };
+        self.long_nap = long && self.distrust == 0;
+        if self.distrust > 0 && nap < POLL {
+            // Not sure of the pace: poll as before, at most one poll period late.
+            POLL
+        } else if long && !self.long_nap {
+            POLL
+        } else {
+            nap
+        }
+    }
+
     /// How long to nap `since` the last awaited hop arrived, with host blocks of `block` and
-    /// hops of `period`.
-    fn nap(since: Duration, block: Duration, period: Duration) -> Duration {
+    /// hops of `period`, and whether that is the long sleep up to the earliest arrival.
+    fn nap(since: Duration, block: Duration, period: Duration) -> (Duration, bool) {
         let earliest = block.max(period.saturating_sub(block));
         let latest = block.max(period) + block + Self::LATE;
         if since + Self::EARLY < earliest {
-            earliest - Self::EARLY - since
+            (earliest - Self::EARLY - since, true)
         } else if since < latest {
-            Self::FINE
+            (Self::FINE, false)
         } else {
-            Self::COARSE
+            (Self::COARSE, false)
         }
     }
 }
@@ -759,33 +790,61 @@ mod tests {
     fn the_worker_sleeps_until_the_next_hop_can_arrive_then_naps_finely() {
         let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
         let hop = ms(10.0);
-        let nap = Waiter::nap;
+        let nap = |since, block| Waiter::nap(since, block, hop).0;
         // 128-sample blocks at 48 kHz (2.67 ms): the next hop needs 3 or 4 more blocks, so it
-        // cannot come before 7.33 ms; one sleep until 0.3 ms before that.
+        // cannot come before 7.33 ms; one sleep until 0.5 ms before that.
         let b128 = ms(128.0 / 48.0);
-        let first = nap(Duration::ZERO, b128, hop);
-        assert!((first.as_secs_f64() - 0.007_033).abs() < 1e-5, "{first:?}");
+        let (first, long) = Waiter::nap(Duration::ZERO, b128, hop);
+        assert!(long);
+        assert!((first.as_secs_f64() - 0.006_833).abs() < 1e-5, "{first:?}");
         // Woken a little later (spuriously): the rest of that sleep.
-        assert!((nap(ms(5.0), b128, hop).as_secs_f64() - 0.002_033).abs() < 1e-5);
+        assert!((nap(ms(5.0), b128).as_secs_f64() - 0.001_833).abs() < 1e-5);
         // From then on until the latest arrival (10 + 2.67 + 2 ms): fine naps.
-        for t in [7.1, 9.0, 12.0, 14.6] {
-            assert_eq!(nap(ms(t), b128, hop), Waiter::FINE, "{t} ms");
+        for t in [6.9, 9.0, 12.0, 14.6] {
+            assert_eq!(
+                Waiter::nap(ms(t), b128, hop),
+                (Waiter::FINE, false),
+                "{t} ms"
+            );
         }
         // The host has stopped calling: coarse naps.
-        assert_eq!(nap(ms(14.8), b128, hop), Waiter::COARSE);
+        assert_eq!(nap(ms(14.8), b128), Waiter::COARSE);
         // 2048-sample blocks (42.7 ms) bring several hops per call: the next ones come with the
         // next call.
         let b2048 = ms(2048.0 / 48.0);
-        let first = nap(Duration::ZERO, b2048, hop);
-        assert!((first.as_secs_f64() - (2048.0 / 48_000.0 - 0.0003)).abs() < 1e-5);
-        assert_eq!(nap(ms(43.0), b2048, hop), Waiter::FINE);
-        assert_eq!(nap(ms(90.0), b2048, hop), Waiter::COARSE);
+        let first = nap(Duration::ZERO, b2048);
+        assert!((first.as_secs_f64() - (2048.0 / 48_000.0 - 0.0005)).abs() < 1e-5);
+        assert_eq!(nap(ms(43.0), b2048), Waiter::FINE);
+        assert_eq!(nap(ms(90.0), b2048), Waiter::COARSE);
         // A hop per block (480 samples): every 10 ms.
         let b480 = ms(10.0);
-        assert!((nap(Duration::ZERO, b480, hop).as_secs_f64() - 0.0097).abs() < 1e-5);
-        // Tiny blocks still leave a nap no shorter than zero.
-        assert_eq!(nap(ms(100.0), ms(0.02), hop), Waiter::COARSE);
-        assert_eq!(nap(ms(9.7), ms(0.02), hop), Waiter::FINE);
+        assert!((nap(Duration::ZERO, b480).as_secs_f64() - 0.0095).abs() < 1e-5);
+        // Tiny blocks: no long sleep at all once it is due.
+        assert_eq!(nap(ms(100.0), ms(0.02)), Waiter::COARSE);
+        assert_eq!(nap(ms(9.7), ms(0.02)), Waiter::FINE);
+    }
+
+    #[test]
+    fn a_worker_that_overslept_polls_for_a_while() {
+        let cfg = EngineConfig::new(48_000, 480, 1, voxsift_engine::RunMode::Realtime);
+        let mut w = Waiter::new(&cfg, &Grid::for_rate(48_000));
+        let block = Duration::from_millis(10);
+        // Before the first hop: fine naps.
+        assert_eq!(w.plan(None, block), Waiter::FINE);
+        w.took();
+        // A hop found only after fine naps: the next wait is the long sleep.
+        assert!(w.plan(Some(Duration::ZERO), block) > Duration::from_millis(9));
+        // A hop already there when it ended: the host is faster than real time.
+        w.took();
+        for _ in 0..Waiter::DISTRUST_HOPS {
+            assert_eq!(w.plan(Some(Duration::ZERO), block), POLL);
+            w.took();
+        }
+        // After that many hops it trusts the pace again.
+        assert!(w.plan(Some(Duration::ZERO), block) > Duration::from_millis(9));
+        // Offline it never plans: the engine wakes it.
+        let off = EngineConfig::new(48_000, 480, 1, voxsift_engine::RunMode::Offline);
+        assert!(!Waiter::new(&off, &Grid::for_rate(48_000)).realtime);
     }
 
     #[test]
