@@ -2,24 +2,14 @@
 
 mod common;
 
-use common::{assert_block_size_invariant, mixture, noise, repo};
+use common::{assert_block_size_invariant, mixture, noise, repo, unity};
 use rubato::{FftFixedInOut, Resampler};
 use voxsift_app::metrics::si_sdr;
 use voxsift_app::render::{render, RenderOptions};
-use voxsift_engine::{EngineParams, RunMode};
+use voxsift_engine::RunMode;
 use voxsift_models::dfn3::graph::{Graph, Value, Values};
 use voxsift_models::dfn3::{self, Dfn3, HOP, NB_DF, NB_ERB};
 use voxsift_models::MaskModel;
-
-fn model_params() -> EngineParams {
-    EngineParams {
-        wet: 1.0,
-        beta: 1.0,
-        floor_db: None,
-        output_gain_db: 0.0,
-        bypass: false,
-    }
-}
 
 #[test]
 fn streamed_outputs_equal_one_full_sequence_run_of_the_original_graphs() {
@@ -130,7 +120,7 @@ fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
 fn other_host_rates_score_within_1_db_of_48k() {
     let (mix, speech) = mixture("cx04", 6.0);
     let opts = RenderOptions {
-        params: model_params(),
+        params: unity(),
         ..RenderOptions::default()
     };
     let score = |sr: u32| {
@@ -206,7 +196,7 @@ fn a_provider_that_cannot_start_falls_back_to_the_cpu_and_says_why() {
     use voxsift_models::runtime::Provider;
     let x = noise(48_000, 5, 0.3);
     let cpu = RenderOptions {
-        params: model_params(),
+        params: unity(),
         ..RenderOptions::default()
     };
     let a = render(std::slice::from_ref(&x), 48_000, &cpu, |_, _| {}).expect("cpu render");
@@ -252,7 +242,7 @@ fn with_gap(speech: &[f32], gap: usize) -> (Vec<f32>, usize) {
 
 fn render_model(x: &[f32]) -> Vec<f32> {
     let opts = RenderOptions {
-        params: model_params(),
+        params: unity(),
         ..RenderOptions::default()
     };
     let r = render(&[x.to_vec()], 48_000, &opts, |_, _| {}).expect("renders");
@@ -363,7 +353,7 @@ fn batched_frames_per_call_match_frame_by_frame_and_stay_deterministic() {
     let input = [with_gap(&mix)];
     let speech = with_gap(&speech);
     let opts = |model| RenderOptions {
-        params: model_params(),
+        params: unity(),
         model,
         ..RenderOptions::default()
     };
