@@ -31,6 +31,30 @@ impl DelayLine {
         y
     }
 
+    /// Delays a run of samples: `out[k]` is what [`DelayLine::tick`] would return for
+    /// `input[k]`, copied in contiguous pieces (one per wrap of the ring) instead of sample by sample.
+    /// `input` and `out` have the same length. Allocation-free (audio thread).
+    #[inline]
+    pub fn process(&mut self, input: &[f32], out: &mut [f32]) {
+        if self.buf.is_empty() {
+            out.copy_from_slice(input);
+            return;
+        }
+        let len = self.buf.len();
+        let mut done = 0;
+        while done < input.len() {
+            let m = (input.len() - done).min(len - self.pos);
+            let span = self.pos..self.pos + m;
+            out[done..done + m].copy_from_slice(&self.buf[span.clone()]);
+            self.buf[span].copy_from_slice(&input[done..done + m]);
+            done += m;
+            self.pos += m;
+            if self.pos == len {
+                self.pos = 0;
+            }
+        }
+    }
+
     /// Silences the line.
     pub fn reset(&mut self) {
         self.buf.fill(0.0);
@@ -41,6 +65,24 @@ impl DelayLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_equals_tick_across_wraps() {
+        for d in [0, 1, 5, 17] {
+            let (mut a, mut b) = (DelayLine::new(d), DelayLine::new(d));
+            let input: Vec<f32> = (0..200).map(|i| (i as f32 * 0.7).sin()).collect();
+            let mut at = 0;
+            for run in [1, 3, 16, 40, 0, 7, 100, 33] {
+                let run = run.min(input.len() - at);
+                let x = &input[at..at + run];
+                let want: Vec<f32> = x.iter().map(|&v| a.tick(v)).collect();
+                let mut got = vec![f32::NAN; run];
+                b.process(x, &mut got);
+                assert_eq!(got, want, "delay {d}, run at {at}");
+                at += run;
+            }
+        }
+    }
 
     #[test]
     fn delays_exactly() {

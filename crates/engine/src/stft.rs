@@ -106,7 +106,19 @@ impl Stft {
 
     /// Windows `frame` (oldest sample first, `win` long) and writes its spectrum (`bins` long).
     pub fn analyze(&mut self, frame: &[f32], spectrum: &mut [Complex32]) {
-        for ((t, x), w) in self.time.iter_mut().zip(frame).zip(&self.window) {
+        self.analyze_parts(frame, &[], spectrum);
+    }
+
+    /// [`Stft::analyze`] of the frame `older` followed by `newer` (together `win` long), as a
+    /// circular buffer holds it: windowed straight from the two pieces, with no copy into one
+    /// frame first.
+    pub fn analyze_parts(&mut self, older: &[f32], newer: &[f32], spectrum: &mut [Complex32]) {
+        let (t_old, t_new) = self.time.split_at_mut(older.len().min(self.grid.win));
+        let (w_old, w_new) = self.window.split_at(t_old.len());
+        for ((t, x), w) in t_old.iter_mut().zip(older).zip(w_old) {
+            *t = x * w;
+        }
+        for ((t, x), w) in t_new.iter_mut().zip(newer).zip(w_new) {
             *t = x * w;
         }
         // Lengths are fixed at construction, so this cannot fail.
@@ -116,9 +128,9 @@ impl Stft {
     }
 
     /// Inverse transform of `spectrum` (consumed as scratch), windowed and scaled so that
-    /// overlap-adding consecutive frames reconstructs the analysed signal; adds the frame into
-    /// `out` (`win` long, oldest sample first).
-    pub fn synthesize_add(&mut self, spectrum: &mut [Complex32], out: &mut [f32]) {
+    /// overlap-adding consecutive frames reconstructs the analysed signal; returns the frame
+    /// (`win` long, oldest sample first), which lives in this `Stft` until the next call.
+    pub fn synthesize(&mut self, spectrum: &mut [Complex32]) -> &[f32] {
         // A real signal's DC and Nyquist bins are real; masks may have given them a phase.
         spectrum[0].im = 0.0;
         let last = spectrum.len() - 1;
@@ -127,8 +139,16 @@ impl Stft {
             .inv
             .process_with_scratch(spectrum, &mut self.time, &mut self.scratch);
         let scale = 1.0 / self.grid.win as f32;
-        for ((o, t), w) in out.iter_mut().zip(&self.time).zip(&self.window) {
-            *o += t * w * scale;
+        for (t, w) in self.time.iter_mut().zip(&self.window) {
+            *t = *t * w * scale;
+        }
+        &self.time
+    }
+
+    /// [`Stft::synthesize`], adding the frame into `out` (`win` long, oldest sample first).
+    pub fn synthesize_add(&mut self, spectrum: &mut [Complex32], out: &mut [f32]) {
+        for (o, t) in out.iter_mut().zip(self.synthesize(spectrum)) {
+            *o += t;
         }
     }
 }
