@@ -17,6 +17,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod delay;
+mod kernels;
 pub mod mask;
 pub mod ring;
 pub mod smooth;
@@ -351,70 +352,6 @@ pub struct Engine {
 /// overflow to infinity (a block of `f32::MAX` samples did, and gave NaN output).
 pub const MAX_INPUT: f32 = 1_048_576.0;
 
-/// One output sample: the wet/dry mix of the delayed dry sample and the synthesized one, then
-/// the output gain; adds both signals' energy to `energy` (dry, output) for the meters.
-#[inline(always)]
-fn mix(dry: f32, y: f32, wet: f32, gain: f32, energy: &mut (f32, f32)) -> f32 {
-    let mixed = if wet == 0.0 {
-        dry
-    } else {
-        wet * y + (1.0 - wet) * dry
-    };
-    energy.0 += dry * dry;
-    energy.1 += mixed * mixed;
-    if gain == 1.0 {
-        mixed
-    } else {
-        mixed * gain
-    }
-}
-
-/// Lanes of the meters' energy sums in [`mix_run`]: independent partial sums, so that the
-/// loop vectorizes (a single running sum would chain every sample's addition to the last).
-const LANES: usize = 8;
-
-/// [`mix`] over a run of samples: `out` holds the delayed dry signal on entry and the output
-/// on return; with `READ`, `ola` holds the synthesized samples, which are taken (the ring is
-/// zeroed behind the read), else y = 0 and `ola` is left alone. `wet` and `gain` give the
-/// smoothers' value per sample. Every output sample is computed by the same operations as in
-/// [`mix`]; only the energy sums are added in another order. All slices have the same length.
-#[inline(always)]
-fn mix_run<const READ: bool>(
-    out: &mut [f32],
-    ola: &mut [f32],
-    wet: &[f32],
-    gain: &[f32],
-    energy: &mut (f32, f32),
-) {
-    let mut dry_e = [0.0f32; LANES];
-    let mut out_e = [0.0f32; LANES];
-    let n = out.len();
-    let whole = n - n % LANES;
-    let one = |o: &mut f32, l: &mut f32, w: f32, g: f32, e: &mut (f32, f32)| {
-        let dry = *o;
-        let y = if READ { std::mem::replace(l, 0.0) } else { 0.0 };
-        *o = mix(dry, y, w, g, e);
-    };
-    for (((o, l), w), g) in out[..whole]
-        .chunks_exact_mut(LANES)
-        .zip(ola[..whole].chunks_exact_mut(LANES))
-        .zip(wet[..whole].chunks_exact(LANES))
-        .zip(gain[..whole].chunks_exact(LANES))
-    {
-        for j in 0..LANES {
-            let mut e = (dry_e[j], out_e[j]);
-            one(&mut o[j], &mut l[j], w[j], g[j], &mut e);
-            (dry_e[j], out_e[j]) = e;
-        }
-    }
-    let mut tail = (0.0f32, 0.0f32);
-    for k in whole..n {
-        one(&mut out[k], &mut ola[k], wet[k], gain[k], &mut tail);
-    }
-    energy.0 += dry_e.iter().sum::<f32>() + tail.0;
-    energy.1 += out_e.iter().sum::<f32>() + tail.1;
-}
-
 /// True when `a` and `b` hold the same bits (so shaping them gives the same gains, the sign
 /// of zero included). Compares every element without stopping early, so that it vectorizes:
 /// the slices are equal in the common case (linked channels) and read to the end anyway.
@@ -424,22 +361,6 @@ fn same_bits(a: &[Complex32], b: &[Complex32]) -> bool {
         && a.iter().zip(b).fold(0u32, |d, (x, y)| {
             d | (x.re.to_bits() ^ y.re.to_bits()) | (x.im.to_bits() ^ y.im.to_bits())
         }) == 0
-}
-
-/// Replaces NaN and infinities by 0, flushes denormals and clamps to [`MAX_INPUT`], so none
-/// of them ever reaches the model.
-#[inline]
-fn sanitize(x: f32) -> f32 {
-    // Written without branches, so that loops over samples vectorize: the comparisons are
-    // false for NaN, so NaN is not kept either.
-    let a = x.abs();
-    let keep = (f32::MIN_POSITIVE..=f32::MAX).contains(&a) | (a == 0.0);
-    let clamped = x.clamp(-MAX_INPUT, MAX_INPUT);
-    if keep {
-        clamped
-    } else {
-        0.0
-    }
 }
 
 impl Engine {
@@ -743,7 +664,7 @@ impl Engine {
         let mut wpos = self.input_pos;
         let mut silent = true;
         for (c, ch) in io.iter().enumerate().take(channels) {
-            let x = sanitize(ch[i]);
+            let x = kernels::sanitize(ch[i]);
             self.input[c][wpos] = x;
             silent &= x == 0.0;
         }
@@ -759,7 +680,7 @@ impl Engine {
                 *pos = ((win as u64 + lift - latency) % ola_len as u64) as usize;
                 wpos = self.input_pos;
                 for (c, ch) in io.iter().enumerate().take(channels) {
-                    self.input[c][wpos] = sanitize(ch[i]);
+                    self.input[c][wpos] = kernels::sanitize(ch[i]);
                 }
             }
             self.silent_run = 0;
@@ -789,7 +710,7 @@ impl Engine {
             } else {
                 0.0
             };
-            ch[i] = mix(dry, y, wet, gain, energy);
+            ch[i] = kernels::mix(dry, y, wet, gain, energy);
         }
         self.clock += 1;
         *pos += 1;
@@ -817,10 +738,7 @@ impl Engine {
         for (c, ch) in io.iter().enumerate().take(channels) {
             let src = &ch[i..i + len];
             let dst = &mut self.input[c][wpos..wpos + len];
-            for (d, &x) in dst.iter_mut().zip(src) {
-                *d = sanitize(x);
-            }
-            if let Some(k) = dst.iter().rposition(|&x| x != 0.0) {
+            if let Some(k) = kernels::store_sanitized(dst, src) {
                 last_sound = Some(last_sound.map_or(k, |l: usize| l.max(k)));
             }
         }
@@ -854,20 +772,7 @@ impl Engine {
             // The delayed dry signal, mixed in place below.
             self.dry[c].process(&self.input[c][wpos..wpos + len], out);
             let ola = &mut self.ola[c][pos..pos + len];
-            mix_run::<false>(
-                &mut out[..reading],
-                &mut ola[..reading],
-                &wet[..reading],
-                &gain[..reading],
-                energy,
-            );
-            mix_run::<true>(
-                &mut out[reading..],
-                &mut ola[reading..],
-                &wet[reading..],
-                &gain[reading..],
-                energy,
-            );
+            kernels::mix_segment(out, ola, wet, gain, reading, energy);
         }
         self.clock += len as u64;
     }
@@ -1133,14 +1038,11 @@ impl Engine {
                 }
             }
             let base = (slot * self.config.channels + c) * bins;
-            for ((o, x), g) in self
-                .spec
-                .iter_mut()
-                .zip(&self.spectra[base..base + bins])
-                .zip(&self.gains)
-            {
-                *o = x * g;
-            }
+            kernels::apply_gains(
+                &mut self.spec,
+                &self.spectra[base..base + bins],
+                &self.gains,
+            );
             let synth = self.stft.synthesize(&mut self.spec);
             // Skip the part of frame 0 that lies before the first sample.
             let skip = (win as u64).saturating_sub(first) as usize;
@@ -1163,47 +1065,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The branch-free `sanitize` against its definition, on every class of float.
-    #[test]
-    fn sanitize_matches_its_definition_bit_for_bit() {
-        let reference = |x: f32| {
-            if x.is_finite() && (x == 0.0 || x.abs() >= f32::MIN_POSITIVE) {
-                x.clamp(-MAX_INPUT, MAX_INPUT)
-            } else {
-                0.0
-            }
-        };
-        let mut values = vec![
-            0.0,
-            -0.0,
-            f32::MIN_POSITIVE,
-            -f32::MIN_POSITIVE,
-            f32::MIN_POSITIVE / 2.0,
-            -1e-40,
-            f32::MAX,
-            f32::MIN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-            -f32::NAN,
-            MAX_INPUT,
-            -MAX_INPUT,
-            MAX_INPUT * 1.0001,
-            0.5,
-            -0.25,
-        ];
-        // A sweep over exponents and signs.
-        values.extend((0..2000u32).map(|i| f32::from_bits(i.wrapping_mul(2_147_483) ^ (i << 31))));
-        for x in values {
-            assert_eq!(
-                sanitize(x).to_bits(),
-                reference(x).to_bits(),
-                "{x:e} ({:#x})",
-                x.to_bits()
-            );
-        }
-    }
 
     #[test]
     fn same_bits_tells_signed_zeros_and_nans_apart() {
