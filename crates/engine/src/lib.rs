@@ -337,6 +337,9 @@ pub struct Engine {
     resync_after: u64,
     /// Current settings.
     params: EngineParams,
+    /// `params`' output gain and floor as linear factors, computed when they are set (not per
+    /// block or frame: each is a `powf`).
+    params_linear: (f32, f32),
     /// Wet amount ramp.
     wet: Smoother,
     /// Output gain ramp (linear).
@@ -421,6 +424,7 @@ impl Engine {
             silent_run: u64::MAX,
             resync_after: (latency.total() + 2 * grid.win) as u64,
             params: p,
+            params_linear: Self::linear(&p),
             wet: Smoother::new(p.wet, ramp),
             gain: Smoother::new(1.0, ramp),
             beta: Smoother::new(p.beta, 4),
@@ -506,7 +510,20 @@ impl Engine {
 
     /// Sets new settings; they ramp in over 20 ms (wet, gain) or a few frames (beta, floor).
     pub fn set_params(&mut self, p: EngineParams) {
+        if p.output_gain_db.to_bits() != self.params.output_gain_db.to_bits()
+            || p.floor_db.map(f32::to_bits) != self.params.floor_db.map(f32::to_bits)
+        {
+            self.params_linear = Self::linear(&p);
+        }
         self.params = p;
+    }
+
+    /// The output gain and the floor of `p` as linear factors.
+    fn linear(p: &EngineParams) -> (f32, f32) {
+        (
+            10f32.powf(p.output_gain_db / 20.0),
+            mask::floor_linear(p.floor_db),
+        )
     }
 
     /// The current settings.
@@ -517,11 +534,12 @@ impl Engine {
     /// Sets the settings with no ramp (for the start of a render).
     pub fn set_params_immediate(&mut self, p: EngineParams) {
         self.params = p;
+        self.params_linear = Self::linear(&p);
         let (w, g) = self.targets();
         self.wet.reset(w);
         self.gain.reset(g);
         self.beta.reset(p.beta);
-        self.floor.reset(mask::floor_linear(p.floor_db));
+        self.floor.reset(self.params_linear.1);
     }
 
     /// Switches between linked and independent masks; takes effect at the next hop (the
@@ -574,7 +592,7 @@ impl Engine {
         let gain = if self.params.bypass {
             1.0
         } else {
-            10f32.powf(self.params.output_gain_db / 20.0)
+            self.params_linear.0
         };
         (wet, gain)
     }
@@ -1003,9 +1021,7 @@ impl Engine {
         let beta = self
             .beta
             .next_value_target(self.params.beta.clamp(0.1, 10.0));
-        let floor = self
-            .floor
-            .next_value_target(mask::floor_linear(self.params.floor_db));
+        let floor = self.floor.next_value_target(self.params_linear.1);
         let slot = (f % self.slots as u64) as usize;
         let ola_len = self.ola[0].len();
         // Frame f covers absolute samples [(f+1)H - N, (f+1)H); positions are offset by N.
