@@ -128,6 +128,25 @@ pub(crate) fn apply_gains(out: &mut [Complex32], spectrum: &[Complex32], gains: 
     }
 }
 
+/// True when `a` and `b` hold the same bits (so shaping them gives the same gains, the sign
+/// of zero included). Compares every element without stopping early, so that it vectorizes:
+/// the slices are equal in the common case (linked channels) and read to the end anyway.
+#[multiversion(targets("x86_64+avx+avx2", "aarch64+neon"))]
+pub(crate) fn same_bits(a: &[Complex32], b: &[Complex32]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).fold(0u32, |d, (x, y)| {
+            d | (x.re.to_bits() ^ y.re.to_bits()) | (x.im.to_bits() ^ y.im.to_bits())
+        }) == 0
+}
+
+/// `dst[k] += src[k]` (same length).
+#[multiversion(targets("x86_64+avx+avx2", "aarch64+neon"))]
+pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +190,17 @@ mod tests {
                 x.to_bits()
             );
         }
+    }
+
+    #[test]
+    fn same_bits_tells_signed_zeros_and_nans_apart() {
+        let a = vec![Complex32::new(0.0, 1.0); 40];
+        let mut b = a.clone();
+        assert!(same_bits(&a, &b));
+        b[39].re = -0.0;
+        assert!(!same_bits(&a, &b));
+        let n = vec![Complex32::new(f32::NAN, 0.0); 3];
+        assert!(same_bits(&n, &n.clone()));
+        assert!(!same_bits(&a[..3], &a));
     }
 }

@@ -355,17 +355,6 @@ pub struct Engine {
 /// overflow to infinity (a block of `f32::MAX` samples did, and gave NaN output).
 pub const MAX_INPUT: f32 = 1_048_576.0;
 
-/// True when `a` and `b` hold the same bits (so shaping them gives the same gains, the sign
-/// of zero included). Compares every element without stopping early, so that it vectorizes:
-/// the slices are equal in the common case (linked channels) and read to the end anyway.
-#[inline]
-fn same_bits(a: &[Complex32], b: &[Complex32]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).fold(0u32, |d, (x, y)| {
-            d | (x.re.to_bits() ^ y.re.to_bits()) | (x.im.to_bits() ^ y.im.to_bits())
-        }) == 0
-}
-
 impl Engine {
     /// Builds an engine for `config` and a model with `lookahead` frames of lookahead at a
     /// model whose resampler needs `resampler_lag` extra host samples. Allocates everything.
@@ -831,12 +820,8 @@ impl Engine {
                 out_a.copy_from_slice(&self.input[0][start..start + first]);
                 out_b.copy_from_slice(&self.input[0][..hop - first]);
                 for ch in &self.input[1..channels] {
-                    for (o, x) in out_a.iter_mut().zip(&ch[start..start + first]) {
-                        *o += x;
-                    }
-                    for (o, x) in out_b.iter_mut().zip(&ch[..hop - first]) {
-                        *o += x;
-                    }
+                    kernels::add_into(out_a, &ch[start..start + first]);
+                    kernels::add_into(out_b, &ch[..hop - first]);
                 }
                 let n = channels.max(1) as f32;
                 for o in out.iter_mut() {
@@ -1033,7 +1018,7 @@ impl Engine {
             let s = c;
             let same_as_0 = c > 0
                 && gains_are_stream0
-                && same_bits(
+                && kernels::same_bits(
                     &self.last_mask[s * bins..(s + 1) * bins],
                     &self.last_mask[..bins],
                 );
@@ -1067,30 +1052,9 @@ impl Engine {
             let src = &synth[skip.min(win)..];
             let (head, wrapped) = src.split_at(src.len().min(ola_len - pos));
             let ola = &mut self.ola[c];
-            for (o, v) in ola[pos..pos + head.len()].iter_mut().zip(head) {
-                *o += v;
-            }
-            for (o, v) in ola[..wrapped.len()].iter_mut().zip(wrapped) {
-                *o += v;
-            }
+            kernels::add_into(&mut ola[pos..pos + head.len()], head);
+            kernels::add_into(&mut ola[..wrapped.len()], wrapped);
         }
         self.synthesized += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn same_bits_tells_signed_zeros_and_nans_apart() {
-        let a = vec![Complex32::new(0.0, 1.0); 40];
-        let mut b = a.clone();
-        assert!(same_bits(&a, &b));
-        b[39].re = -0.0;
-        assert!(!same_bits(&a, &b));
-        let n = vec![Complex32::new(f32::NAN, 0.0); 3];
-        assert!(same_bits(&n, &n.clone()));
-        assert!(!same_bits(&a[..3], &a));
     }
 }

@@ -147,9 +147,7 @@ impl Stft {
 
     /// [`Stft::synthesize`], adding the frame into `out` (`win` long, oldest sample first).
     pub fn synthesize_add(&mut self, spectrum: &mut [Complex32], out: &mut [f32]) {
-        for (o, t) in out.iter_mut().zip(self.synthesize(spectrum)) {
-            *o += t;
-        }
+        crate::kernels::add_into(out, self.synthesize(spectrum));
     }
 }
 
