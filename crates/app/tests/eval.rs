@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{eval_audio, repo};
+use common::{eval_audio, python_with};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,38 +39,6 @@ fn stems(id: &str) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         mono(&format!("mixtures/stems/{id}__speech.flac")).samples,
         mono(&format!("mixtures/stems/{id}__other.flac")).samples,
     )
-}
-
-/// A Python that can import `module`, or why there is none (an error when `$VOXSIFT_PYTHON`
-/// was set: then the module must be there).
-fn python_with(module: &str) -> Result<PathBuf, String> {
-    let explicit = std::env::var_os("VOXSIFT_PYTHON").map(PathBuf::from);
-    let venv = repo().join(".venv-xtask").join("bin").join("python");
-    let candidates: Vec<PathBuf> = match &explicit {
-        Some(p) => vec![p.clone()],
-        None => vec![venv, PathBuf::from("python3")],
-    };
-    for py in &candidates {
-        let ok = Command::new(py)
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Ok(py.clone());
-        }
-    }
-    let reason = format!(
-        "no Python with `{module}` ({}); `cargo xtask test` installs the pinned packages",
-        candidates
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if explicit.is_some() {
-        panic!("VOXSIFT_PYTHON is set, but {reason}");
-    }
-    Err(reason)
 }
 
 /// Writes `x` as raw little-endian f64 (what `numpy.fromfile(path, '<f8')` reads).

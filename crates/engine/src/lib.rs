@@ -163,7 +163,7 @@ pub mod tag {
     /// Set when the hop is the linked (channel-mean) signal.
     const LINKED: u64 = 1 << 62;
     /// Set on the first hop after the engine restarted its stream at a sound that followed
-    /// long digital silence: the model may resume from what it knew before the silence.
+    /// long digital silence: the model may carry on from its state rather than start cold.
     const RESUME: u64 = 1 << 63;
 
     /// Builds a tag.
@@ -199,7 +199,7 @@ pub mod tag {
     }
 
     /// Splits off the resume mark: (tag without it, whether it was set). A stream that starts
-    /// with a marked hop continues the model's state from before the silence (see
+    /// with a marked hop carries on from the model's state as the silence left it (see
     /// `MaskModel::resume` in `voxsift-models`); any other new stream starts cold.
     pub fn resumes(tag: u64) -> (u64, bool) {
         (tag & !RESUME, tag & RESUME != 0)
@@ -681,7 +681,7 @@ impl Engine {
             if self.silent_run >= self.resync_after && self.clock > 0 {
                 // Everything inside is zero: restart the stream at this sound. The reset
                 // clears the input ring, so this sample is stored again at its new start.
-                // The model resumes from its state before the silence.
+                // The model carries on from the state the silence left.
                 self.reset();
                 self.resume_next = true;
                 *pos = ((win as u64 + lift - latency) % ola_len as u64) as usize;

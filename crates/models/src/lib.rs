@@ -54,8 +54,9 @@ pub trait MaskModel: Send {
     fn reset(&mut self);
 
     /// Starts a new stream at frame 0 after digital silence, as [`Self::reset`] does for its
-    /// buffers, but a model may keep what it knew of the signal before the silence (recurrent
-    /// state, normalisation), as if the silence had not been there. The default is a reset.
+    /// buffers, but a model may keep its recurrent state and normalisation as the silence left
+    /// them (the worker runs the model on every silent hop before the restart). The default
+    /// is a reset.
     /// Called on the worker thread only.
     fn resume(&mut self) {
         self.reset();

@@ -192,7 +192,7 @@ impl MaskModel for Refined {
         self.restart_streams();
     }
 
-    /// DeepFilterNet3 resumes from its state at the last sound (its own
+    /// DeepFilterNet3 carries on from its state as the silence left it (its own
     /// [`MaskModel::resume`]); the refiner and the buffers here start again.
     fn resume(&mut self) {
         self.front.resume();

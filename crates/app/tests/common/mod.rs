@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
 
 /// Deterministic uniform noise in ±`a` (one generator for all tests: `voxsift-testkit`).
 #[allow(unused_imports)] // not every test binary uses it
@@ -64,3 +65,35 @@ pub fn assert_block_size_invariant(
 /// Block patterns, unity settings and the block runner (one copy: `voxsift-testkit`).
 #[allow(unused_imports)] // not every test binary uses each
 pub use voxsift_testkit::engine::{delayed, run_blocks, unity, BLOCK_PATTERNS};
+
+/// A Python that can import `module`, or why there is none (an error when `$VOXSIFT_PYTHON`
+/// was set: then the module must be there).
+pub fn python_with(module: &str) -> Result<PathBuf, String> {
+    let explicit = std::env::var_os("VOXSIFT_PYTHON").map(PathBuf::from);
+    let venv = repo().join(".venv-xtask").join("bin").join("python");
+    let candidates: Vec<PathBuf> = match &explicit {
+        Some(p) => vec![p.clone()],
+        None => vec![venv, PathBuf::from("python3")],
+    };
+    for py in &candidates {
+        let ok = Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(py.clone());
+        }
+    }
+    let reason = format!(
+        "no Python with `{module}` ({}); `cargo xtask test` installs the pinned packages",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if explicit.is_some() {
+        panic!("VOXSIFT_PYTHON is set, but {reason}");
+    }
+    Err(reason)
+}

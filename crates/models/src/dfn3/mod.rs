@@ -38,6 +38,12 @@ pub const DF_ORDER: usize = 5;
 /// Deep-filter lookahead (frames).
 pub const DF_LOOKAHEAD: usize = 2;
 /// Convolution lookahead (frames): the features of frame `t + 2` are the model's input at `t`.
+/// The graphs also run on the features of frames 0 and 1 of a stream, as the reference
+/// runtime does, and their outputs (for frames before the stream) are dropped: so the
+/// encoder's 3-frame time convolution sees real frames from the first mask on. Starting at
+/// frame 2 instead (the training graph's shift, which drops frames 0 and 1) left zeros in it
+/// and cost up to 2.6 dB SI-SDR on clean speech (BENCHMARKS.md, "Speech after digital
+/// silence").
 pub const CONV_LOOKAHEAD: usize = 2;
 /// Largest magnitude a complex gain may have.
 pub const MAX_GAIN: f32 = 2.0;
@@ -96,7 +102,8 @@ pub fn read_graphs(dir: &Path) -> Result<[Vec<u8>; 3], ModelError> {
 
 /// Names how DeepFilterNet3 handles a stream, for cache keys: masks computed by code that
 /// handles it otherwise differ.
-pub const STREAM_HANDLING: &str = "resume after digital silence from the last sound";
+pub const STREAM_HANDLING: &str = "runs from frame 0; after digital silence, carries on from \
+     the state the silence left (the model runs through it)";
 
 /// Slot indices of the values DeepFilterNet3's step reads and writes.
 struct Io {
@@ -120,22 +127,20 @@ struct Stream {
     history: Vec<Vec<Complex32>>,
     /// Frames analysed since reset.
     frames: u64,
-    /// Feature normalisation after the last hop that held any sound (not exact zeros).
-    resume_features: Features,
-    /// Graph states after that hop: encoder, ERB decoder, deep-filter decoder.
-    resume_states: [Vec<Vec<f32>>; 3],
+    /// Whether any hop since the last reset held sound (not exact zeros).
+    heard: bool,
     /// Batched only: frames whose features wait in the slots for the next call.
     chunk_len: usize,
-    /// Batched only: whether any of them held sound.
-    chunk_sound: bool,
     /// Batched only: the masks of the last call, `frames_per_call * bins`, frame by frame.
     queued: Vec<Complex32>,
-    /// Batched only: the frame of the first of them.
+    /// Batched only: the frame whose features were the input of the first of them (its
+    /// mask is for the frame `CONV_LOOKAHEAD` earlier).
     queued_first: u64,
 }
 
 impl Stream {
-    /// Starts the stream again at frame 0 with empty buffers, keeping `features`.
+    /// Starts the stream again at frame 0 with empty buffers, keeping `features` (after long
+    /// digital silence the buffers hold nothing but zeros anyway).
     fn restart(&mut self) {
         self.frame.fill(0.0);
         self.history
@@ -143,7 +148,6 @@ impl Stream {
             .for_each(|h| h.fill(Complex32::default()));
         self.frames = 0;
         self.chunk_len = 0;
-        self.chunk_sound = false;
     }
 }
 
@@ -219,7 +223,7 @@ impl Dfn3 {
     /// calls (ONNX Runtime's kernels sum in another order over longer inputs: within about
     /// 1e-6 of the outputs), and the lookahead grows to [`batched_spec`]'s. Chunks start at
     /// fixed frame indices, so the output is deterministic. After digital silence the stream
-    /// resumes from the states after the last chunk that held sound.
+    /// carries on from the states the silence left, as frame by frame.
     pub fn batched(
         g: &Graphs,
         streams: usize,
@@ -284,7 +288,6 @@ impl Dfn3 {
             m: slot("m", k * NB_ERB)?,
             coefs: slot("coefs", k * NB_DF * DF_ORDER * 2)?,
         };
-        let resume_states = [enc.zero_state(), erb_dec.zero_state(), df_dec.zero_state()];
         let streams = (0..n_streams)
             .map(|_| Stream {
                 frame: vec![0.0; FFT_SIZE],
@@ -292,10 +295,8 @@ impl Dfn3 {
                 // Frames t - 2 ..= t + 2 for every frame t of a chunk.
                 history: vec![vec![Complex32::default(); SPEC.bins]; 2 * DF_LOOKAHEAD + k],
                 frames: 0,
-                resume_features: Features::new(&widths, NB_DF, alpha),
-                resume_states: resume_states.clone(),
+                heard: false,
                 chunk_len: 0,
-                chunk_sound: false,
                 queued: if k > 1 {
                     vec![Complex32::default(); k * SPEC.bins]
                 } else {
@@ -343,57 +344,49 @@ impl Dfn3 {
         mask: &mut [Complex32],
     ) -> Result<Option<u64>, ModelError> {
         let k = self.frames_per_call;
-        let sound = hop.iter().any(|&x| x != 0.0);
         let g = self.analyse(stream, hop);
-        if sound {
-            // The normalisation after the last hop of sound; the graph states are kept after
-            // the chunk that holds it (below).
+        let j = self.streams[stream].chunk_len;
+        self.slots.data_mut(self.io.feat_erb)[j * NB_ERB..(j + 1) * NB_ERB]
+            .copy_from_slice(&self.erb_feat);
+        let spec = self.slots.data_mut(self.io.feat_spec);
+        spec[j * NB_DF..(j + 1) * NB_DF].copy_from_slice(&self.spec_feat[..NB_DF]);
+        spec[(k + j) * NB_DF..(k + j + 1) * NB_DF].copy_from_slice(&self.spec_feat[NB_DF..]);
+        let st = &mut self.streams[stream];
+        st.chunk_len += 1;
+        if st.chunk_len == k {
+            st.chunk_len = 0;
+            // The chunk holds the features of frames g' = first ..= g, the model's input for
+            // frames t = g' - 2; the first chunk's first two are for frames before the
+            // stream, whose masks are not needed.
+            let first = g + 1 - k as u64;
+            self.step(stream)?;
+            let m = self.slots.data(self.io.m);
+            let coefs = self.slots.data(self.io.coefs);
             let st = &mut self.streams[stream];
-            st.resume_features.copy_state_from(&st.features);
-        }
-        if g >= CONV_LOOKAHEAD as u64 {
-            let j = self.streams[stream].chunk_len;
-            self.slots.data_mut(self.io.feat_erb)[j * NB_ERB..(j + 1) * NB_ERB]
-                .copy_from_slice(&self.erb_feat);
-            let spec = self.slots.data_mut(self.io.feat_spec);
-            spec[j * NB_DF..(j + 1) * NB_DF].copy_from_slice(&self.spec_feat[..NB_DF]);
-            spec[(k + j) * NB_DF..(k + j + 1) * NB_DF].copy_from_slice(&self.spec_feat[NB_DF..]);
-            let st = &mut self.streams[stream];
-            st.chunk_len += 1;
-            st.chunk_sound |= sound;
-            if st.chunk_len == k {
-                st.chunk_len = 0;
-                let chunk_sound = std::mem::take(&mut st.chunk_sound);
-                // Frames t0 ..= t0 + k - 1, t = g' - 2 for the frames g' of the chunk.
-                let t0 = g + 1 - k as u64 - CONV_LOOKAHEAD as u64;
-                self.step(stream)?;
-                if chunk_sound {
-                    self.keep_resume_states(stream);
-                }
-                let m = self.slots.data(self.io.m);
-                let coefs = self.slots.data(self.io.coefs);
-                let st = &mut self.streams[stream];
-                let per = NB_DF * DF_ORDER * 2;
-                for (j, q) in st.queued.chunks_exact_mut(SPEC.bins).enumerate() {
+            let per = NB_DF * DF_ORDER * 2;
+            for (j, q) in st.queued.chunks_exact_mut(SPEC.bins).enumerate() {
+                if let Some(t) = (first + j as u64).checked_sub(CONV_LOOKAHEAD as u64) {
                     frame_mask(
                         &st.history,
                         &self.band_of_bin,
-                        t0 + j as u64,
+                        t,
                         &m[j * NB_ERB..(j + 1) * NB_ERB],
                         &coefs[j * per..(j + 1) * per],
                         q,
                     );
                 }
-                st.queued_first = t0;
             }
+            st.queued_first = first;
         }
         let lookahead = batched_spec(k).lookahead as u64;
         let Some(t) = g.checked_sub(lookahead) else {
             return Ok(None);
         };
+        // Frame t's mask came from the features of frame t + 2.
+        let input = t + CONV_LOOKAHEAD as u64;
         let st = &self.streams[stream];
-        let j = t.wrapping_sub(st.queued_first) as usize;
-        if t < st.queued_first || j >= k {
+        let j = input.wrapping_sub(st.queued_first) as usize;
+        if input < st.queued_first || j >= k {
             return Err(ModelError::Inference {
                 graph: "dfn3".into(),
                 message: format!("frame {t} is not queued (batched, {k} frames per call)"),
@@ -401,25 +394,6 @@ impl Dfn3 {
         }
         mask.copy_from_slice(&st.queued[j * SPEC.bins..(j + 1) * SPEC.bins]);
         Ok(Some(t))
-    }
-
-    /// Remembers `stream`'s normalisation and graph states as the point to resume from after
-    /// digital silence (copies into buffers allocated at load).
-    fn keep_resume_point(&mut self, stream: usize) {
-        let st = &mut self.streams[stream];
-        st.resume_features.copy_state_from(&st.features);
-        self.keep_resume_states(stream);
-    }
-
-    /// Remembers `stream`'s graph states as the point to resume from (copies).
-    fn keep_resume_states(&mut self, stream: usize) {
-        let st = &mut self.streams[stream];
-        let graphs = [&self.enc, &self.erb_dec, &self.df_dec];
-        for (kept, graph) in st.resume_states.iter_mut().zip(graphs) {
-            for (k, s) in kept.iter_mut().zip(graph.state(stream)) {
-                k.copy_from_slice(s);
-            }
-        }
     }
 
     /// The ERB gains (`m`) and deep-filter coefficients (`coefs`) of the last model step.
@@ -480,29 +454,27 @@ impl MaskModel for Dfn3 {
             }
             st.frames = 0;
             st.chunk_len = 0;
-            st.chunk_sound = false;
-            st.resume_features.copy_state_from(&st.features);
-            st.resume_states
-                .iter_mut()
-                .flatten()
-                .for_each(|v| v.fill(0.0));
+            st.heard = false;
         }
     }
 
-    /// After digital silence: every stream starts again at frame 0 with empty buffers, and
-    /// with the normalisation and graph states it had after its last hop of sound, as if the
-    /// silence had been cut out. The reference runtime behaves alike: after a few quiet hops
-    /// it stops running the model until the next sound. Starting cold instead made
-    /// DeepFilterNet3 suppress the first syllables after every pause (up to 8 dB SI-SDR lost
-    /// on prompt recordings with exact zeros between phrases; BENCHMARKS.md). A stream that has heard no sound since the last reset
-    /// starts cold, so leading silence of any length still changes nothing.
+    /// After digital silence: every stream starts again at frame 0 with empty buffers and
+    /// carries on from the normalisation and graph states the silence left: the worker runs
+    /// the model on every silent hop, as the reference runtime does, and the feature means
+    /// (1 s time constant) and recurrent states that settle over the silence are what let
+    /// DeepFilterNet3 open up for the first syllables after it. Starting cold ate them, and
+    /// both resuming from the state before the silence and starting from a precomputed
+    /// silence steady state (cold, then 3 s of zeros) kept suppressing them (BENCHMARKS.md,
+    /// "Speech after digital silence"). A stream that has heard no sound since the last reset
+    /// starts cold, so leading silence of any length still changes nothing. No allocation.
     fn resume(&mut self) {
         for (s, st) in self.streams.iter_mut().enumerate() {
             st.restart();
-            st.features.copy_state_from(&st.resume_features);
-            let graphs = [&mut self.enc, &mut self.erb_dec, &mut self.df_dec];
-            for (g, kept) in graphs.into_iter().zip(&st.resume_states) {
-                g.set_state(s, Some(kept));
+            if !st.heard {
+                st.features.reset();
+                for g in [&mut self.enc, &mut self.erb_dec, &mut self.df_dec] {
+                    g.set_state(s, None);
+                }
             }
         }
     }
@@ -513,28 +485,26 @@ impl MaskModel for Dfn3 {
         hop: &[f32],
         mask: &mut [Complex32],
     ) -> Result<Option<u64>, ModelError> {
+        if hop.iter().any(|&x| x != 0.0) {
+            self.streams[stream].heard = true;
+        }
         if self.frames_per_call > 1 {
             return self.push_hop_batched(stream, hop, mask);
         }
-        let sound = hop.iter().any(|&x| x != 0.0);
         let g = self.analyse(stream, hop);
-        if g < CONV_LOOKAHEAD as u64 {
-            if sound {
-                self.keep_resume_point(stream);
-            }
-            return Ok(None);
-        }
-        let t = g - CONV_LOOKAHEAD as u64;
         self.slots
             .data_mut(self.io.feat_erb)
             .copy_from_slice(&self.erb_feat);
         self.slots
             .data_mut(self.io.feat_spec)
             .copy_from_slice(&self.spec_feat);
+        // Frames 0 and 1 run too (their outputs are for frames before the stream): the
+        // encoder's time convolution then holds real frames, not zeros, from the first mask
+        // on, as in the reference runtime.
         self.step(stream)?;
-        if sound {
-            self.keep_resume_point(stream);
-        }
+        let Some(t) = g.checked_sub(CONV_LOOKAHEAD as u64) else {
+            return Ok(None);
+        };
         // Lengths checked at load.
         let m = self.slots.data(self.io.m);
         let coefs = self.slots.data(self.io.coefs);

@@ -723,7 +723,7 @@ fn run(
         if expected != Some(tag) {
             // First hop, hops were dropped, the engine was reset (new epoch) or the channel
             // mode changed: start the streams again from here. After digital silence (a
-            // marked hop) the models resume from their state before it.
+            // marked hop) the models carry on from their state as the silence left it.
             lanes.iter_mut().for_each(|l| l.reset(resume));
             origin = tag;
             next_emit = 0;
