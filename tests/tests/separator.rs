@@ -301,12 +301,12 @@ fn identity_refiner() -> PathBuf {
     workspace_root().join("testkit/fixtures/identity-refiner")
 }
 
-/// SNR in dB of `y` against the reference `x`.
 /// Sum of squares.
 fn energy(x: &[f32]) -> f64 {
     x.iter().map(|v| (*v as f64).powi(2)).sum()
 }
 
+/// SNR in dB of `y` against the reference `x`.
 fn snr_db(x: &[f32], y: &[f32]) -> f64 {
     let (mut s, mut e) = (0.0f64, 0.0f64);
     for (a, b) in x.iter().zip(y) {

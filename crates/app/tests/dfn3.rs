@@ -305,15 +305,13 @@ fn libdeepfilter(py: &std::path::Path, x: &[f32], name: &str) -> Vec<f32> {
         SampleFormat::F32,
     )
     .expect("writes");
-    let o = std::process::Command::new(py)
-        .arg(repo().join("tools/bench/ref_libdeepfilter.py"))
-        .args([&src, &dst])
-        .output()
-        .expect("python runs");
-    assert!(
-        o.status.success(),
-        "libdeepfilter failed: {}",
-        String::from_utf8_lossy(&o.stderr)
+    common::run_python(
+        py,
+        [
+            repo().join("tools/bench/ref_libdeepfilter.py"),
+            src,
+            dst.clone(),
+        ],
     );
     let out = read_audio(&dst).expect("reads").channels.remove(0);
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,8 +9,9 @@
 
 mod common;
 
-use common::{eval_audio, python_with};
+use common::{eval_audio, python_with, run_python};
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use voxsift_app::eval::set::{self, Estimates, EvalSet, Folders, ScanOptions, SetOptions};
@@ -49,21 +50,14 @@ fn write_f64(path: &Path, x: &[f64]) {
 
 /// Runs a Python snippet with arguments and returns the numbers it prints, one per line.
 fn python_numbers(py: &Path, script: &str, args: &[PathBuf]) -> Vec<f64> {
-    let o = Command::new(py)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        o.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.trim().parse::<f64>().expect("a number per line"))
-        .collect()
+    let head = [OsStr::new("-c"), OsStr::new(script)];
+    run_python(
+        py,
+        head.into_iter().chain(args.iter().map(|a| a.as_os_str())),
+    )
+    .lines()
+    .map(|l| l.trim().parse::<f64>().expect("a number per line"))
+    .collect()
 }
 
 const PYSTOI: &str = "\

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Deterministic uniform noise in ±`a` (one generator for all tests: `voxsift-testkit`).
@@ -96,4 +97,20 @@ pub fn python_with(module: &str) -> Result<PathBuf, String> {
         panic!("VOXSIFT_PYTHON is set, but {reason}");
     }
     Err(reason)
+}
+
+/// Runs `py` with `args`, asserts it succeeded (its stderr in the message) and returns what it
+/// printed.
+pub fn run_python<I, S>(py: &Path, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let o = Command::new(py).args(args).output().expect("python runs");
+    assert!(
+        o.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

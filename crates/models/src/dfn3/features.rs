@@ -36,12 +36,6 @@ impl Features {
         f
     }
 
-    /// Copies `other`'s normalisation state (same band layout) without allocating.
-    pub fn copy_state_from(&mut self, other: &Self) {
-        self.erb_mean.copy_from_slice(&other.erb_mean);
-        self.unit_mean.copy_from_slice(&other.unit_mean);
-    }
-
     /// Restores the initial normalisation state (-60..-90 dB, 1e-3..1e-4).
     pub fn reset(&mut self) {
         let linspace = |a: f32, b: f32, n: usize, out: &mut [f32]| {

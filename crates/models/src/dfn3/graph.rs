@@ -463,12 +463,4 @@ impl Stepper {
             }
         }
     }
-
-    /// Zeroed states, one `Vec` per state tensor (allocates; for keeping a copy).
-    pub fn zero_state(&self) -> Vec<Vec<f32>> {
-        self.states[0][0]
-            .iter()
-            .map(|t| vec![0.0; t.extract_tensor().1.len()])
-            .collect()
-    }
 }

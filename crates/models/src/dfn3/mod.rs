@@ -396,6 +396,20 @@ impl Dfn3 {
         Ok(Some(t))
     }
 
+    /// Starts `stream` again at frame 0 with empty buffers; `cold` also restores the initial
+    /// normalisation and graph states and forgets that the stream heard sound. No allocation.
+    fn restart_stream(&mut self, stream: usize, cold: bool) {
+        let st = &mut self.streams[stream];
+        st.restart();
+        if cold {
+            st.features.reset();
+            st.heard = false;
+            for g in [&mut self.enc, &mut self.erb_dec, &mut self.df_dec] {
+                g.set_state(stream, None);
+            }
+        }
+    }
+
     /// The ERB gains (`m`) and deep-filter coefficients (`coefs`) of the last model step.
     pub fn last_outputs(&self) -> (&[f32], &[f32]) {
         (self.slots.data(self.io.m), self.slots.data(self.io.coefs))
@@ -443,18 +457,8 @@ impl MaskModel for Dfn3 {
     }
 
     fn reset(&mut self) {
-        for (s, st) in self.streams.iter_mut().enumerate() {
-            st.frame.fill(0.0);
-            st.features.reset();
-            st.history
-                .iter_mut()
-                .for_each(|h| h.fill(Complex32::default()));
-            for g in [&mut self.enc, &mut self.erb_dec, &mut self.df_dec] {
-                g.set_state(s, None);
-            }
-            st.frames = 0;
-            st.chunk_len = 0;
-            st.heard = false;
+        for s in 0..self.streams.len() {
+            self.restart_stream(s, true);
         }
     }
 
@@ -468,14 +472,9 @@ impl MaskModel for Dfn3 {
     /// "Speech after digital silence"). A stream that has heard no sound since the last reset
     /// starts cold, so leading silence of any length still changes nothing. No allocation.
     fn resume(&mut self) {
-        for (s, st) in self.streams.iter_mut().enumerate() {
-            st.restart();
-            if !st.heard {
-                st.features.reset();
-                for g in [&mut self.enc, &mut self.erb_dec, &mut self.df_dec] {
-                    g.set_state(s, None);
-                }
-            }
+        for s in 0..self.streams.len() {
+            let cold = !self.streams[s].heard;
+            self.restart_stream(s, cold);
         }
     }
 
