@@ -20,28 +20,24 @@ names) is left as it is, so the engine runs these graphs exactly as it runs the 
 Usage: make_q8.py SRC_DIR DST_DIR   (with the .venv-xtask Python)
 """
 
-import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from make_stateful import CHUNKS, GRAPHS, random_inputs, sha256, stream, time_axis
 from onnx import TensorProto, helper, numpy_helper
 
-GRAPHS = ["enc", "erb_dec", "df_dec"]
-HIDDEN = 256
 BITS = 8
 BLOCK = 128
 ACCURACY_LEVEL = 4
+# Frames in the check's one call (the chunked runs use make_stateful's CHUNKS).
+T_CHECK = 40
 
 
 def fail(msg):
     sys.exit(f"make_q8.py: {msg}")
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def quantize(w):
@@ -83,7 +79,7 @@ def matmul_nbits(a, prefix, n, k, out):
     )
 
 
-def replace_gru(g, nd, vals, inits):
+def replace_gru(nd, vals, inits):
     """The nodes that compute GRU `nd` (forward, linear_before_reset=1) with int8 weights."""
     attrs = {a.name: helper.get_attribute_value(a) for a in nd.attribute}
     if attrs.get("linear_before_reset") != 1 or attrs.get("direction", b"forward") != b"forward":
@@ -149,14 +145,17 @@ def replace_gru(g, nd, vals, inits):
     ]
 
 
-def convert(model):
+def convert(source):
+    """A converted copy of `source`."""
+    model = onnx.ModelProto()
+    model.CopyFrom(source)
     g = model.graph
     vals = constant_values(g)
     inits = []
     nodes = []
     for nd in g.node:
         if nd.op_type == "GRU":
-            nodes += replace_gru(g, nd, vals, inits)
+            nodes += replace_gru(nd, vals, inits)
         else:
             nodes.append(nd)
     # Drop what only the GRUs used.
@@ -172,58 +171,19 @@ def convert(model):
     return model
 
 
-def session(path):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def feeds_for(s, t, rng):
-    feeds = {}
-    for i in s.get_inputs():
-        shape = [t if isinstance(d, str) else d for d in i.shape]
-        if i.name.startswith("state_in_"):
-            feeds[i.name] = np.zeros(shape, np.float32)
-        else:
-            feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
-
-
-def time_axis(name, arr):
-    # Time is axis 1 for [1, S, C] inputs and axis 2 for [1, C, S, F] ones.
-    return 1 if arr.ndim == 3 else 2
-
-
-def check(src, dst, rng):
-    """Returns (max |q8 - fp32| on one 40-frame call, max |chunked - whole| for q8)."""
-    a, b = session(src), session(dst)
-    t = 40
-    feeds = feeds_for(a, t, rng)
-    ref = dict(zip([o.name for o in a.get_outputs()], a.run(None, feeds)))
-    out = dict(zip([o.name for o in b.get_outputs()], b.run(None, feeds)))
-    diff = max(float(np.abs(ref[k] - out[k]).max()) for k in ref if not k.startswith("state_out_"))
-    # Streamed in chunks of 1 and 7 frames, states carried, equals the one call.
-    stream = 0.0
-    for chunk in (1, 7):
-        states = {k: v for k, v in feeds.items() if k.startswith("state_in_")}
-        pieces = {}
-        for t0 in range(0, t, chunk):
-            f = dict(states)
-            for k, v in feeds.items():
-                if not k.startswith("state_in_"):
-                    ax = time_axis(k, v)
-                    f[k] = np.take(v, range(t0, min(t, t0 + chunk)), axis=ax)
-            res = dict(zip([o.name for o in b.get_outputs()], b.run(None, f)))
-            for k, v in res.items():
-                if k.startswith("state_out_"):
-                    states["state_in_" + k[len("state_out_") :]] = v
-                else:
-                    pieces.setdefault(k, []).append(v)
-        for k, v in pieces.items():
-            ax = next(ax for ax in range(v[0].ndim) if out[k].shape[ax] == t)
-            stream = max(stream, float(np.abs(np.concatenate(v, axis=ax) - out[k]).max()))
-    return diff, stream
+def check(fp32, q8, rng):
+    """Returns (max |q8 - fp32| over one T_CHECK-frame call from zero states, max |chunks -
+    one call| for the q8 graph with chunks of CHUNKS frames)."""
+    feeds = {k: v for k, v in random_inputs(fp32.graph, T_CHECK, rng).items() if not k.startswith("state_in_")}
+    ref = {k: v[0] for k, v in stream(fp32, feeds, T_CHECK, T_CHECK).items()}
+    out = {k: v[0] for k, v in stream(q8, feeds, T_CHECK, T_CHECK).items()}
+    diff = max(float(np.abs(ref[k] - out[k]).max()) for k in ref)
+    chunked = 0.0
+    for chunk in CHUNKS:
+        for k, parts in stream(q8, feeds, chunk, T_CHECK).items():
+            got = np.concatenate(parts, axis=time_axis(out[k], T_CHECK))
+            chunked = max(chunked, float(np.abs(got - out[k]).max()))
+    return diff, chunked
 
 
 def main():
@@ -240,14 +200,15 @@ def main():
     ]
     report = []
     for name in GRAPHS:
-        model = convert(onnx.load(src / f"{name}.onnx"))
+        source = onnx.load(src / f"{name}.onnx")
+        model = convert(source)
         onnx.checker.check_model(model)
         out = dst / f"{name}.onnx"
         onnx.save(model, out)
-        diff, stream = check(src / f"{name}.onnx", out, rng)
+        diff, chunked = check(source, model, rng)
         lines.append(f"{sha256(src / f'{name}.onnx')}  {src.name}/{name}.onnx (source)")
         lines.append(f"{sha256(out)}  {dst.name}/{name}.onnx")
-        report.append(f"# {name}: max |q8 - fp32| {diff:.3g} on random inputs; chunks of 1 and 7 frames vs one call {stream:.2e}")
+        report.append(f"# {name}: max |q8 - fp32| {diff:.3g} on random inputs; chunks of {CHUNKS} frames vs one call {chunked:.2e}")
         print(report[-1][2:])
     (dst / "MANIFEST.txt").write_text("\n".join(lines + report) + "\n")
 
